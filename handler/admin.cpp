@@ -1,0 +1,257 @@
+#include "admin.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <pqxx/pqxx>
+#include <sstream>
+
+#include "crypto.h"
+#include "endpoints.h"
+#include "migrations.h"
+#include "signature.h"
+
+namespace ipayout {
+namespace {
+
+// --name=value / --name value flags after the subcommand's positional words.
+struct Flags {
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> values;
+};
+
+Flags parse_flags(const std::vector<std::string>& args, size_t from) {
+  Flags f;
+  for (size_t i = from; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a.rfind("--", 0) == 0) {
+      auto eq = a.find('=');
+      if (eq != std::string::npos) {
+        f.values[a.substr(2, eq - 2)] = a.substr(eq + 1);
+      } else if (i + 1 < args.size()) {
+        f.values[a.substr(2)] = args[++i];
+      } else {
+        f.values[a.substr(2)] = "";
+      }
+    } else {
+      f.positional.push_back(a);
+    }
+  }
+  return f;
+}
+
+// The key comes from --key, --key-file (first line) or IPAYOUT_KEY: a key on the
+// command line is visible in `ps`, so the other two are preferred.
+bool read_key(const Flags& f, std::string& key, std::string& error) {
+  if (auto it = f.values.find("key-file"); it != f.values.end()) {
+    std::ifstream in(it->second);
+    if (!in || !std::getline(in, key)) {
+      error = "cannot read --key-file " + it->second;
+      return false;
+    }
+  } else if (auto k = f.values.find("key"); k != f.values.end()) {
+    key = k->second;
+  } else if (const char* env = std::getenv("IPAYOUT_KEY")) {
+    key = env;
+  }
+  while (!key.empty() && (key.back() == '\r' || key.back() == '\n' || key.back() == ' ')) {
+    key.pop_back();
+  }
+  return true;
+}
+
+// --notification-url is the public base of the receiver (https://hooks.example.com)
+// or a full URL with "{token}" where the token goes.
+std::string build_url(const std::string& base, const std::string& token) {
+  if (auto p = base.find("{token}"); p != std::string::npos) {
+    std::string out = base;
+    out.replace(p, 7, token);
+    return out;
+  }
+  std::string out = base;
+  while (!out.empty() && out.back() == '/') out.pop_back();
+  return out + std::string(kWebhookPathPrefix) + token;
+}
+
+pqxx::binarystring hash_param(const std::string& token) {
+  return pqxx::binarystring(token_hash(token));
+}
+
+int fail(const std::string& message) {
+  std::cerr << "ipayout-webhookd: " << message << "\n";
+  return 1;
+}
+
+int endpoint_add(pqxx::connection& conn, const Flags& f) {
+  if (f.positional.size() != 1) return fail("usage: endpoint add NAME --notification-url URL ...");
+  const std::string& name = f.positional[0];
+  auto url_it = f.values.find("notification-url");
+  if (url_it == f.values.end() || url_it->second.empty()) {
+    return fail("endpoint add: --notification-url is required");
+  }
+  auto policy = parse_policy(f.values.count("policy") ? f.values.at("policy") : "required");
+  if (!policy) return fail("endpoint add: --policy must be required, record or off");
+  std::string key, error;
+  if (!read_key(f, key, error)) return fail(error);
+  if (key.empty() && *policy != SignaturePolicy::kOff) {
+    return fail(
+        "endpoint add: a key (--key-file, --key or IPAYOUT_KEY) is required unless "
+        "--policy=off");
+  }
+  std::string token = crypto::random_token(kGeneratedTokenBytes);
+  std::string url = build_url(url_it->second, token);
+  int status = 200;
+  if (auto s = f.values.find("success-status"); s != f.values.end()) status = std::stoi(s->second);
+  std::optional<std::string> body;
+  if (auto b = f.values.find("success-body"); b != f.values.end()) body = b->second;
+
+  pqxx::work tx(conn);
+  tx.exec_params(
+      "INSERT INTO ipayout.endpoints (name, token_hash, ipayout_key, notification_url, "
+      "signature_policy, success_status, success_body) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+      name, hash_param(token), key, url, to_string(*policy), status, body);
+  tx.commit();
+  std::cerr << "endpoint '" << name << "' created. Register this URL with i-payout; it holds the "
+            << "secret token and is shown only now:\n";
+  std::cout << url << "\n";
+  return 0;
+}
+
+int endpoint_list(pqxx::connection& conn) {
+  pqxx::nontransaction tx(conn);
+  pqxx::result r = tx.exec(
+      "SELECT e.id, e.name, e.enabled, e.signature_policy, e.success_status, "
+      "  regexp_replace(e.notification_url, '[A-Za-z0-9_-]{32,}', '<token>'), "
+      "  (SELECT count(*) FROM ipayout.events v WHERE v.endpoint_id = e.id), e.created_at "
+      "FROM ipayout.endpoints e ORDER BY e.id");
+  std::printf("%-4s %-20s %-8s %-9s %-6s %-8s %s\n", "id", "name", "enabled", "policy", "status",
+              "events", "notification_url");
+  for (const auto& row : r) {
+    std::printf("%-4s %-20s %-8s %-9s %-6s %-8s %s\n", row[0].c_str(), row[1].c_str(),
+                row[2].as<bool>() ? "yes" : "no", row[3].c_str(), row[4].c_str(), row[6].c_str(),
+                row[5].c_str());
+  }
+  return 0;
+}
+
+int endpoint_update(pqxx::connection& conn, const std::string& name, const std::string& set_sql,
+                    const std::string& value, const std::string& what) {
+  pqxx::work tx(conn);
+  pqxx::result r = tx.exec_params(
+      "UPDATE ipayout.endpoints SET " + set_sql + " WHERE name = $1 RETURNING id", name, value);
+  if (r.empty()) return fail("no endpoint named '" + name + "'");
+  tx.commit();
+  std::cerr << "endpoint '" << name << "': " << what << "\n";
+  return 0;
+}
+
+}  // namespace
+
+std::string endpoint_usage() {
+  return "Endpoint commands (connect with --database, as the schema owner):\n"
+         "  endpoint add NAME --notification-url URL [--key-file F | --key KEY]\n"
+         "               [--policy required|record|off] [--success-status N] [--success-body T]\n"
+         "      Generates a 256-bit token, stores only its SHA-256 and prints the full URL to\n"
+         "      register with i-payout, once. URL is the public base (https://hooks.example.com)\n"
+         "      or a full URL containing {token}. The key may also come from IPAYOUT_KEY.\n"
+         "  endpoint list\n"
+         "  endpoint disable NAME | enable NAME\n"
+         "  endpoint set-key NAME [--key-file F | --key KEY]\n"
+         "  endpoint set-policy NAME required|record|off\n"
+         "  endpoint rotate-token NAME --notification-url URL\n"
+         "      New token and URL (printed once); the old URL answers 404 from then on.\n";
+}
+
+int run_endpoint_command(const Settings& settings, const std::vector<std::string>& args) {
+  if (args.size() < 2) {
+    std::cerr << endpoint_usage();
+    return 2;
+  }
+  const std::string& verb = args[1];
+  Flags f = parse_flags(args, 2);
+  try {
+    pqxx::connection conn(settings.database);
+    if (verb == "add") return endpoint_add(conn, f);
+    if (verb == "list") return endpoint_list(conn);
+    if ((verb == "disable" || verb == "enable") && f.positional.size() == 1) {
+      return endpoint_update(conn, f.positional[0], "enabled = ($2 = 'enable')", verb, verb + "d");
+    }
+    if (verb == "set-key" && f.positional.size() == 1) {
+      std::string key, error;
+      if (!read_key(f, key, error)) return fail(error);
+      if (key.empty()) return fail("set-key: no key given");
+      return endpoint_update(conn, f.positional[0], "ipayout_key = $2", key, "key replaced");
+    }
+    if (verb == "set-policy" && f.positional.size() == 2) {
+      if (!parse_policy(f.positional[1])) return fail("policy must be required, record or off");
+      return endpoint_update(conn, f.positional[0], "signature_policy = $2", f.positional[1],
+                             "policy set to " + f.positional[1]);
+    }
+    if (verb == "rotate-token" && f.positional.size() == 1) {
+      auto url_it = f.values.find("notification-url");
+      if (url_it == f.values.end()) return fail("rotate-token: --notification-url is required");
+      std::string token = crypto::random_token(kGeneratedTokenBytes);
+      std::string url = build_url(url_it->second, token);
+      pqxx::work tx(conn);
+      pqxx::result r = tx.exec_params(
+          "UPDATE ipayout.endpoints SET token_hash = $2, notification_url = $3 WHERE name = $1 "
+          "RETURNING id",
+          f.positional[0], hash_param(token), url);
+      if (r.empty()) return fail("no endpoint named '" + f.positional[0] + "'");
+      tx.commit();
+      std::cerr << "endpoint '" << f.positional[0]
+                << "': new token. Register this URL with i-payout (shown only now):\n";
+      std::cout << url << "\n";
+      return 0;
+    }
+    std::cerr << endpoint_usage();
+    return 2;
+  } catch (const pqxx::unique_violation&) {
+    return fail("an endpoint with that name already exists");
+  } catch (const pqxx::check_violation& e) {
+    return fail(std::string("invalid endpoint: ") + e.what());
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
+}
+
+int run_migrate(const Settings& settings) {
+  try {
+    pqxx::connection conn(settings.database);
+    {
+      pqxx::nontransaction tx(conn);
+      // Session-level lock: two migrate runs at once (two hosts deploying) must
+      // not interleave. Released when the connection closes.
+      tx.exec("SELECT pg_advisory_lock(hashtext('ipayout-webhook migrate'))");
+      tx.exec(
+          "CREATE SCHEMA IF NOT EXISTS ipayout; "
+          "CREATE TABLE IF NOT EXISTS ipayout.schema_migrations ("
+          "  version integer PRIMARY KEY, name text NOT NULL,"
+          "  applied_at timestamptz NOT NULL DEFAULT now())");
+    }
+    int applied = 0;
+    for (const Migration& m : migrations()) {
+      pqxx::work tx(conn, "migrate");
+      if (!tx.exec_params("SELECT 1 FROM ipayout.schema_migrations WHERE version = $1", m.version)
+               .empty()) {
+        continue;
+      }
+      tx.exec(m.sql);
+      tx.exec_params("INSERT INTO ipayout.schema_migrations (version, name) VALUES ($1, $2)",
+                     m.version, m.name);
+      tx.commit();
+      std::cerr << "applied " << m.name << "\n";
+      ++applied;
+    }
+    std::cerr << "database is at migration " << migrations().back().version << " (" << applied
+              << " applied now)\n";
+    return 0;
+  } catch (const std::exception& e) {
+    return fail(std::string("migrate: ") + e.what());
+  }
+}
+
+}  // namespace ipayout

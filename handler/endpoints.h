@@ -1,0 +1,52 @@
+// Endpoints: which secret URL belongs to which merchant configuration. Workers
+// keep an immutable snapshot keyed by SHA-256 of the token (the database never
+// holds a token) and swap it whole when the table changes.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "signature.h"
+
+namespace ipayout {
+
+constexpr std::string_view kWebhookPathPrefix = "/ipayout/webhooks/";
+constexpr size_t kMinTokenChars = 32;
+constexpr size_t kMaxTokenChars = 128;
+constexpr size_t kGeneratedTokenBytes = 32;  // 256 bits from the CSPRNG
+
+struct Endpoint {
+  int64_t id = 0;
+  std::string name;
+  std::string key;               // i-payout key: a secret, never logged
+  std::string notification_url;  // exactly as registered with i-payout; it is signed
+  SignaturePolicy policy = SignaturePolicy::kRequired;
+  int success_status = 200;
+  std::string success_body;  // "" = default JSON; else a template with {status} and {id}
+};
+
+// The token from a request path, or nullopt for anything that is not exactly
+// /ipayout/webhooks/<32..128 URL-safe characters>.
+std::optional<std::string_view> token_from_path(std::string_view path);
+
+// sha256(token) as raw bytes: the lookup key here and `token_hash` in the table.
+std::string token_hash(std::string_view token);
+
+using EndpointMap = std::unordered_map<std::string, Endpoint>;  // by token_hash
+
+class EndpointCache {
+ public:
+  // nullptr until the first successful load: then requests get 503, not 404.
+  std::shared_ptr<const EndpointMap> snapshot() const { return std::atomic_load(&map_); }
+  void replace(std::shared_ptr<const EndpointMap> m) { std::atomic_store(&map_, std::move(m)); }
+
+ private:
+  std::shared_ptr<const EndpointMap> map_;
+};
+
+}  // namespace ipayout

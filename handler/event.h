@@ -1,0 +1,49 @@
+// From raw body bytes to what the store needs: the whole body validated as JSON
+// (so PostgreSQL never sees a body that fails the batch), the `event` name and
+// the de-duplication key. One EventParser per thread: it owns simdjson buffers.
+#pragma once
+
+#include <simdjson.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "result.h"
+
+namespace ipayout {
+
+// The dedup_pointers setting, parsed: alternatives tried in order, each a list of
+// JSON pointers that must all resolve to a string or a number.
+struct DedupRule {
+  std::string text;                   // "/data/id+/event", used as the key's prefix
+  std::vector<std::string> pointers;  // {"/data/id", "/event"}
+};
+Result<std::vector<DedupRule>> parse_dedup_rules(std::string_view setting);
+
+struct ParsedEvent {
+  std::string event;      // the `event` field, unescaped
+  std::string dedup_key;  // "<rule>=<values>" or "sha256:<hex of raw body>"
+  // False when the body is valid JSON that jsonb cannot hold (a \u0000 escape in a
+  // string or key). Such an event is stored with payload NULL and its raw body.
+  bool jsonb_compatible = true;
+};
+
+constexpr size_t kMaxEventNameBytes = 255;
+
+class EventParser {
+ public:
+  explicit EventParser(std::vector<DedupRule> rules, size_t max_body);
+
+  // `body` must have at least simdjson::SIMDJSON_PADDING bytes of capacity past
+  // its size (see padded_capacity). Errors have code "bad_json" or "bad_event".
+  Result<ParsedEvent> parse(const std::string& body);
+
+  static size_t padded_capacity(size_t n) { return n + simdjson::SIMDJSON_PADDING; }
+
+ private:
+  simdjson::ondemand::parser parser_;
+  std::vector<DedupRule> rules_;
+};
+
+}  // namespace ipayout

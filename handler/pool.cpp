@@ -1,0 +1,138 @@
+#include "pool.h"
+
+#include <fcgiapp.h>
+#include <spdlog/spdlog.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <map>
+#include <thread>
+
+#include "signals.h"
+#include "worker.h"
+
+namespace ipayout {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+bool is_listening_socket(int fd) {
+  int accepting = 0;
+  socklen_t len = sizeof accepting;
+  return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) == 0 && accepting;
+}
+
+pid_t spawn_worker(const Settings& settings, int listen_fd) {
+  pid_t pid = fork();
+  if (pid != 0) return pid;  // parent (or -1)
+  // Child: die with the master, whatever kills it.
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  signals::install();
+  if (getppid() == 1) _exit(0);  // the master is already gone
+  _exit(run_worker(settings, listen_fd));
+}
+
+}  // namespace
+
+int obtain_listen_socket(const Settings& settings) {
+  int n = sd_listen_fds(1);
+  if (n > 1) {
+    spdlog::critical("msg=\"systemd passed {} sockets, expected 1\"", n);
+    return -1;
+  }
+  if (n == 1) {
+    spdlog::info("msg=\"listening on the socket from systemd\"");
+    return SD_LISTEN_FDS_START;
+  }
+  if (is_listening_socket(0)) {
+    spdlog::info("msg=\"listening on the inherited socket on fd 0 (spawn-fcgi)\"");
+    return 0;
+  }
+  if (settings.listen.empty()) {
+    spdlog::critical("msg=\"no socket inherited and listen is empty\"");
+    return -1;
+  }
+  const bool is_path = settings.listen.find('/') != std::string::npos ||
+                       settings.listen.find(':') == std::string::npos;
+  if (is_path) unlink(settings.listen.c_str());  // a stale socket from a previous run
+  int fd = FCGX_OpenSocket(settings.listen.c_str(), 1024);
+  if (fd < 0) {
+    spdlog::critical("msg=\"cannot listen\" listen={}", settings.listen);
+    return -1;
+  }
+  if (is_path) chmod(settings.listen.c_str(), static_cast<mode_t>(settings.listen_mode));
+  spdlog::info("msg=\"listening\" listen={}", settings.listen);
+  return fd;
+}
+
+int run_pool(const Settings& settings) {
+  signals::install();
+  int listen_fd = obtain_listen_socket(settings);
+  if (listen_fd < 0) return 1;
+
+  std::map<pid_t, Clock::time_point> workers;  // pid -> start time
+  int pending_spawns = settings.workers;
+  Clock::time_point next_spawn = Clock::now();
+  bool draining = false;
+  spdlog::info("msg=\"pool starting\" workers={} threads={}", settings.workers, settings.threads);
+
+  for (;;) {
+    if (signals::term_count >= 2) {
+      spdlog::warn("msg=\"second SIGTERM: killing workers\"");
+      for (auto& [pid, _] : workers) kill(pid, SIGKILL);
+      return 1;
+    }
+    if (signals::term_count == 1 && !draining) {
+      draining = true;
+      sd_notify(0, "STOPPING=1");
+      spdlog::info("msg=\"pool draining\" workers={}", workers.size());
+      for (auto& [pid, _] : workers) kill(pid, SIGTERM);
+    }
+    // Reap every exited worker; replace it unless we are stopping.
+    signals::child_exited = 0;
+    for (;;) {
+      int status = 0;
+      pid_t pid = waitpid(-1, &status, WNOHANG);
+      if (pid <= 0) break;
+      auto it = workers.find(pid);
+      if (it == workers.end()) continue;
+      auto lived = Clock::now() - it->second;
+      workers.erase(it);
+      if (draining) continue;
+      if (WIFSIGNALED(status)) {
+        spdlog::error("msg=\"worker killed, replacing it\" pid={} signal={}", pid,
+                      WTERMSIG(status));
+      } else {
+        spdlog::error("msg=\"worker exited, replacing it\" pid={} code={}", pid,
+                      WEXITSTATUS(status));
+      }
+      ++pending_spawns;
+      // A worker that dies right after starting would otherwise be a fork loop.
+      if (lived < std::chrono::seconds(1)) next_spawn = Clock::now() + std::chrono::seconds(1);
+    }
+    if (draining && workers.empty()) {
+      spdlog::info("msg=\"pool stopped\"");
+      return 0;
+    }
+    while (!draining && pending_spawns > 0 && Clock::now() >= next_spawn) {
+      pid_t pid = spawn_worker(settings, listen_fd);
+      if (pid < 0) {
+        spdlog::error("msg=\"fork failed\"");
+        next_spawn = Clock::now() + std::chrono::seconds(1);
+        break;
+      }
+      workers.emplace(pid, Clock::now());
+      --pending_spawns;
+    }
+    // Signals interrupt the sleep, so a dead worker is replaced at once.
+    if (!signals::child_exited) usleep(draining ? 20 * 1000 : 200 * 1000);
+  }
+}
+
+}  // namespace ipayout

@@ -1,0 +1,73 @@
+// The one settings table. Parsing (file, environment, command line), --help and
+// `show-config` are all generated from kSettingDefs in settings.cpp; adding a
+// setting means adding one row there and one field here.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "result.h"
+
+namespace ipayout {
+
+struct Settings {
+  std::string config_file;         // where file values came from ("" = none)
+  std::string listen;              // socket path or host:port, when not inherited
+  int listen_mode = 0660;          // permissions of a unix socket we create
+  int workers = 2;                 // processes in the pool
+  int threads = 8;                 // request threads per process
+  std::string database;            // libpq conninfo or URI; "" = libpq's PG* variables
+  size_t body_limit = 1048576;     // bytes; nginx/ipayout-webhook.conf must agree
+  int replay_window = 300;         // seconds either side of a parsable x-timestamp
+  std::string dedup_pointers;      // alternatives separated by ',', parts joined by '+'
+  int batch_max = 256;             // events per group commit
+  int queue_max = 4096;            // events waiting per process before we answer 503
+  int commit_timeout_ms = 5000;    // statement_timeout of the writer's connection
+  int request_timeout_ms = 10000;  // longest a request waits for its commit
+  int retry_after = 5;             // seconds, sent with every 503
+  int endpoint_refresh_ms = 1000;  // how often endpoint changes are picked up
+  int reconnect_ms = 250;          // pause between database connection attempts
+  std::string log_level = "info";
+};
+
+enum class SettingType { kString, kInt, kSize, kMode, kLogLevel };
+
+// Where a setting lives in Settings; the type decides how the text is parsed.
+using SettingField = std::variant<std::string Settings::*, int Settings::*, size_t Settings::*>;
+
+struct SettingDef {
+  const char* name;
+  SettingType type;
+  SettingField field;
+  long long min, max;  // bounds for numbers
+  const char* default_value;
+  bool secret;      // masked in show-config (only secrets inside values are masked)
+  bool reloadable;  // picked up on SIGHUP without a restart
+  const char* description;
+};
+
+const std::vector<SettingDef>& setting_defs();
+
+// Environment variable for a setting: IPAYOUT_ + upper-case name.
+std::string env_name(const char* setting);
+
+// Applies, in increasing priority: defaults, the config file (--config=FILE or
+// IPAYOUT_CONFIG), IPAYOUT_* environment variables, then `args` of the form
+// --name=value or --name value. Arguments that are not settings are returned in
+// `rest` in their original order (subcommands and their own flags).
+struct ParsedArgs {
+  Settings settings;
+  std::vector<std::string> rest;
+};
+Result<ParsedArgs> parse_settings(const std::vector<std::string>& args, bool allow_unknown_flags);
+
+// One line per setting, secrets inside the database conninfo masked.
+std::string show_config(const Settings& s);
+std::string settings_help();
+
+// conninfo with any password replaced by "****" (URI or key=value form).
+std::string mask_conninfo(const std::string& conninfo);
+
+}  // namespace ipayout

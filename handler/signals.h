@@ -1,0 +1,19 @@
+// Signal handlers only set flags; the loops that own the work act on them.
+#pragma once
+
+#include <csignal>
+
+namespace ipayout::signals {
+
+// Number of SIGTERM/SIGINT received: 1 = drain, 2 = exit at once.
+extern volatile sig_atomic_t term_count;
+extern volatile sig_atomic_t child_exited;
+extern volatile sig_atomic_t hangup;
+
+// SIGTERM/SIGINT/SIGCHLD/SIGHUP set the flags above; SIGUSR2 does nothing but
+// interrupt a blocking accept(); SIGPIPE is ignored (a client that went away
+// is a failed write, not a dead process). No SA_RESTART, on purpose.
+void install();
+constexpr int kWakeSignal = SIGUSR2;
+
+}  // namespace ipayout::signals

@@ -1,0 +1,51 @@
+// i-payout's webhook signature (IPAYOUT.md):
+//   x-signature = base64(HMAC-SHA256(key, SHA-256("<x-timestamp>#<notification URL>#<raw body>")))
+// and the replay window on x-timestamp when it parses.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace ipayout {
+
+enum class SignaturePolicy { kRequired, kRecord, kOff };
+
+// What we learned about one request's signature; stored with the event.
+enum class SignatureVerdict {
+  kValid,                   // signature matches, timestamp inside the window
+  kValidUnparsedTimestamp,  // signature matches, x-timestamp in no format we know
+  kExpired,                 // signature matches, timestamp outside the window
+  kInvalid,                 // signature present and wrong (or not base64 of 32 bytes)
+  kMissing,                 // x-signature or x-timestamp absent
+  kNotChecked,              // policy off
+};
+
+const char* to_string(SignatureVerdict v);
+const char* to_string(SignaturePolicy p);
+std::optional<SignaturePolicy> parse_policy(std::string_view s);
+
+// Would the endpoint's policy let this verdict through?
+bool accepted_by(SignaturePolicy p, SignatureVerdict v);
+
+std::string compute_signature(std::string_view key, std::string_view timestamp,
+                              std::string_view notification_url, std::string_view body);
+
+// Unix seconds from x-timestamp: unix seconds (<= 11 digits), unix milliseconds
+// (12..14 digits) or RFC 3339 (`2026-11-26T10:15:30Z`, fractions, +hh:mm offsets).
+std::optional<int64_t> parse_timestamp(std::string_view ts);
+
+struct SignatureInput {
+  std::string_view key;
+  std::string_view notification_url;
+  std::optional<std::string_view> timestamp;  // x-timestamp, absent = nullopt
+  std::optional<std::string_view> signature;  // x-signature, absent = nullopt
+  std::string_view body;
+  int64_t now;     // unix seconds
+  int64_t window;  // seconds
+};
+
+SignatureVerdict verify_signature(const SignatureInput& in);
+
+}  // namespace ipayout

@@ -1,0 +1,122 @@
+#include "worker.h"
+
+#include <fcgiapp.h>
+#include <pthread.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "endpoints.h"
+#include "event.h"
+#include "request.h"
+#include "signals.h"
+#include "writer.h"
+
+namespace ipayout {
+namespace {
+
+// Where each request thread is, so a drain interrupts only threads blocked in
+// accept() and never one that is reading or answering a request.
+enum ThreadPhase : int { kStarting, kAccepting, kServing, kDone };
+
+struct RequestThread {
+  std::thread thread;
+  std::atomic<int> phase{kStarting};
+};
+
+std::atomic<bool> g_stopping{false};
+
+void serve(RequestThread& self, int listen_fd, const Settings& settings,
+           const std::vector<DedupRule>& rules, EndpointCache& endpoints, Writer& writer) {
+  ThreadState ts(settings, rules);
+  FCGX_Request req;
+  FCGX_InitRequest(&req, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR);
+  while (!g_stopping.load()) {
+    self.phase.store(kAccepting);
+    if (g_stopping.load()) break;
+    int rc = FCGX_Accept_r(&req);
+    self.phase.store(kServing);
+    if (rc < 0) {
+      if (g_stopping.load()) break;
+      if (rc == -EINTR) continue;
+      spdlog::error("msg=\"accept failed\" rc={}", rc);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
+    try {
+      handle_request(req, settings, endpoints, writer, ts);
+    } catch (const std::exception& e) {
+      // One catch per request: an unexpected failure is a 503 (retry), not a crash.
+      spdlog::error("msg=\"request failed\" error=\"{}\"", e.what());
+      HttpResponse r = error_response(503, "unavailable", "internal error, retry later");
+      r.retry_after = settings.retry_after;
+      write_response(req, r);
+    }
+    FCGX_Finish_r(&req);
+  }
+  FCGX_Free(&req, 1);
+  self.phase.store(kDone);
+}
+
+}  // namespace
+
+int run_worker(const Settings& settings, int listen_fd) {
+  auto rules = parse_dedup_rules(settings.dedup_pointers);
+  if (!rules) {
+    spdlog::critical("msg=\"{}\"", rules.error().message);
+    return 2;
+  }
+  if (FCGX_Init() != 0) {
+    spdlog::critical("msg=\"FCGX_Init failed\"");
+    return 1;
+  }
+  EndpointCache endpoints;
+  Writer writer(settings, endpoints);
+  writer.start();
+
+  std::vector<std::unique_ptr<RequestThread>> threads;
+  for (int i = 0; i < settings.threads; ++i) {
+    threads.push_back(std::make_unique<RequestThread>());
+    RequestThread& t = *threads.back();
+    t.thread = std::thread([&t, listen_fd, &settings, &rules, &endpoints, &writer] {
+      serve(t, listen_fd, settings, rules.value(), endpoints, writer);
+    });
+  }
+  spdlog::info("msg=\"worker started\" threads={}", settings.threads);
+
+  while (signals::term_count == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+
+  // Drain: stop accepting, let in-flight requests finish, flush the writer.
+  spdlog::info("msg=\"worker draining\"");
+  g_stopping.store(true);
+  FCGX_ShutdownPending();
+  for (;;) {
+    if (signals::term_count >= 2) {
+      spdlog::warn("msg=\"second SIGTERM, exiting at once\"");
+      _exit(1);
+    }
+    bool all_done = true;
+    for (auto& t : threads) {
+      int phase = t->phase.load();
+      if (phase == kDone) continue;
+      all_done = false;
+      // accept() may be entered just after a wake-up: repeat until the thread is out.
+      if (phase == kAccepting) pthread_kill(t->thread.native_handle(), signals::kWakeSignal);
+    }
+    if (all_done) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (auto& t : threads) t->thread.join();
+  writer.stop();
+  spdlog::info("msg=\"worker stopped\"");
+  return 0;
+}
+
+}  // namespace ipayout
