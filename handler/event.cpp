@@ -50,13 +50,19 @@ std::string_view trim_right(std::string_view s) {
   return s;
 }
 
+// Deeper bodies are refused: PostgreSQL's parser would hit its own stack limit
+// on them, and each level costs a frame of walk(). simdjson 3.0's On Demand
+// enforces max_depth only in development builds, so the walk counts itself.
+constexpr int kMaxDepth = 1024;
+
 struct WalkState {
   bool jsonb_compatible = true;
 };
 
 // Visits every value so that the whole document is validated (On Demand only
-// checks what it is asked for). Depth is bounded by the parser's max_depth.
-error_code walk(od::value v, WalkState& st) {
+// checks what it is asked for). `depth` is the nesting level of `v`.
+error_code walk(od::value v, WalkState& st, int depth) {
+  if (depth > kMaxDepth) return simdjson::DEPTH_ERROR;
   od::json_type type;
   if (auto e = v.type().get(type)) return e;
   switch (type) {
@@ -67,7 +73,7 @@ error_code walk(od::value v, WalkState& st) {
         std::string_view key;
         if (auto e = field.unescaped_key().get(key)) return e;
         if (std::memchr(key.data(), '\0', key.size())) st.jsonb_compatible = false;
-        if (auto e = walk(field.value(), st)) return e;
+        if (auto e = walk(field.value(), st, depth + 1)) return e;
       }
       return simdjson::SUCCESS;
     }
@@ -77,7 +83,7 @@ error_code walk(od::value v, WalkState& st) {
       for (auto element : arr) {
         od::value child;
         if (auto e = element.get(child)) return e;
-        if (auto e = walk(child, st)) return e;
+        if (auto e = walk(child, st, depth + 1)) return e;
       }
       return simdjson::SUCCESS;
     }
@@ -167,6 +173,8 @@ Result<std::vector<DedupRule>> parse_dedup_rules(std::string_view setting) {
       std::string_view ptr =
           alt.substr(p, plus == std::string_view::npos ? std::string_view::npos : plus - p);
       p = plus == std::string_view::npos ? alt.size() + 1 : plus + 1;
+      while (!ptr.empty() && ptr.front() == ' ') ptr.remove_prefix(1);
+      while (!ptr.empty() && ptr.back() == ' ') ptr.remove_suffix(1);
       if (ptr.empty() || ptr.front() != '/') {
         return Error{"invalid_setting",
                      "dedup_pointers: '" + std::string(ptr) + "' is not a JSON pointer"};
@@ -215,12 +223,12 @@ Result<ParsedEvent> EventParser::parse(const std::string& body) {
         if (auto e = v.get_string().get(name)) return bad_json(e);
         out.event.assign(name);
         event_is_string = true;
-      } else if (auto e = walk(v, st)) {
+      } else if (auto e = walk(v, st, 2)) {
         return bad_json(e);
       }
       continue;
     }
-    if (auto e = walk(field.value(), st)) return bad_json(e);
+    if (auto e = walk(field.value(), st, 2)) return bad_json(e);
   }
   // OUT_OF_BOUNDS means the iterator is past the last token: nothing follows.
   if (doc.current_location().error() != simdjson::OUT_OF_BOUNDS) {
@@ -259,7 +267,8 @@ Result<ParsedEvent> EventParser::parse(const std::string& body) {
         safe_key_text(material)) {
       out.dedup_key = rule.text + "=" + material;
     } else {
-      out.dedup_key = rule.text + "=sha256:" + crypto::hex(crypto::sha256(material));
+      // '#' instead of '=': a hashed key can never equal a literal value's key.
+      out.dedup_key = rule.text + "#sha256:" + crypto::hex(crypto::sha256(material));
     }
     return out;
   }

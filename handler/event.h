@@ -22,8 +22,10 @@ struct DedupRule {
 Result<std::vector<DedupRule>> parse_dedup_rules(std::string_view setting);
 
 struct ParsedEvent {
-  std::string event;      // the `event` field, unescaped
-  std::string dedup_key;  // "<rule>=<values>" or "sha256:<hex of raw body>"
+  std::string event;  // the `event` field, unescaped
+  // "<rule>=<value>", "<rule>#sha256:<hex>" (combined or unprintable values),
+  // or "sha256:<hex of the raw body>" when no rule matched.
+  std::string dedup_key;
   // False when the body is valid JSON that jsonb cannot hold (a \u0000 escape in a
   // string or key). Such an event is stored with payload NULL and its raw body.
   bool jsonb_compatible = true;

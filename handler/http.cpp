@@ -48,11 +48,35 @@ const char* reason_phrase(int status) {
   }
 }
 
+namespace {
+
+// Length of the UTF-8 sequence a lead byte announces (0 = not a lead byte).
+size_t utf8_length(unsigned char lead) {
+  if (lead >= 0xC2 && lead <= 0xDF) return 2;
+  if (lead >= 0xE0 && lead <= 0xEF) return 3;
+  if (lead >= 0xF0 && lead <= 0xF4) return 4;
+  return 0;
+}
+
+}  // namespace
+
 void append_json_string(std::string& out, std::string_view s) {
   static const char hexdigits[] = "0123456789abcdef";
-  const bool utf8 = simdjson::validate_utf8(s.data(), s.size());
   out.push_back('"');
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80) {
+      // Copy a valid sequence whole; anything else becomes one U+FFFD per byte.
+      size_t n = utf8_length(c);
+      if (n && i + n <= s.size() && simdjson::validate_utf8(s.data() + i, n)) {
+        out.append(s.data() + i, n);
+        i += n;
+      } else {
+        out += "\xEF\xBF\xBD";
+        ++i;
+      }
+      continue;
+    }
     switch (c) {
       case '"':
         out += "\\\"";
@@ -74,12 +98,11 @@ void append_json_string(std::string& out, std::string_view s) {
           out += "\\u00";
           out.push_back(hexdigits[c >> 4]);
           out.push_back(hexdigits[c & 0xf]);
-        } else if (c >= 0x80 && !utf8) {
-          out += "\xEF\xBF\xBD";  // U+FFFD
         } else {
           out.push_back(static_cast<char>(c));
         }
     }
+    ++i;
   }
   out.push_back('"');
 }

@@ -1,5 +1,6 @@
 #include "settings.h"
 
+#include <libpq-fe.h>
 #include <spdlog/fmt/fmt.h>
 
 #include <algorithm>
@@ -249,37 +250,39 @@ std::string settings_help() {
 }
 
 std::string mask_conninfo(const std::string& c) {
-  std::string out = c;
-  // URI form: scheme://user:password@host -> user:****@host
-  if (auto scheme = out.find("://"); scheme != std::string::npos) {
-    auto at = out.find('@', scheme + 3);
-    auto colon = out.find(':', scheme + 3);
-    if (at != std::string::npos && colon != std::string::npos && colon < at) {
-      out.replace(colon + 1, at - colon - 1, "****");
-    }
-    // password=... as a URI query parameter
-    if (auto p = out.find("password="); p != std::string::npos) {
-      auto end = out.find('&', p);
-      out.replace(p + 9, (end == std::string::npos ? out.size() : end) - p - 9, "****");
-    }
-    return out;
+  if (c.empty()) return c;
+  // libpq parses its own syntax (URI or key=value, quoting, escapes), so no
+  // password survives a corner case of a hand-written scanner.
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(c.c_str(), &err);
+  if (!opts) {
+    if (err) PQfreemem(err);
+    return "(unparsable conninfo, not shown)";
   }
-  // key=value form
-  if (auto p = out.find("password"); p != std::string::npos) {
-    auto eq = out.find('=', p);
-    if (eq != std::string::npos) {
-      size_t b = eq + 1;
-      while (b < out.size() && out[b] == ' ') ++b;
-      size_t e = b;
-      if (e < out.size() && out[e] == '\'') {
-        e = out.find('\'', e + 1);
-        e = (e == std::string::npos) ? out.size() : e + 1;
-      } else {
-        while (e < out.size() && out[e] != ' ') ++e;
-      }
-      out.replace(b, e - b, "****");
+  std::string out;
+  for (PQconninfoOption* o = opts; o->keyword; ++o) {
+    if (!o->val) continue;
+    if (!out.empty()) out.push_back(' ');
+    out += o->keyword;
+    out += '=';
+    if (std::string_view(o->keyword) == "password") {
+      out += "****";
+      continue;
     }
+    std::string v = o->val;
+    bool quote = v.empty() || v.find_first_of(" '\\") != std::string::npos;
+    if (!quote) {
+      out += v;
+      continue;
+    }
+    out.push_back('\'');
+    for (char ch : v) {
+      if (ch == '\'' || ch == '\\') out.push_back('\\');
+      out.push_back(ch);
+    }
+    out.push_back('\'');
   }
+  PQconninfoFree(opts);
   return out;
 }
 

@@ -14,7 +14,7 @@ IPAYOUT_PACKAGES=(
   build-essential cmake pkg-config
   libfcgi-dev libsimdjson-dev libpqxx-dev libspdlog-dev libfmt-dev libssl-dev
   libgtest-dev libsystemd-dev
-  postgresql-15 postgresql-client-15 nginx-light spawn-fcgi
+  postgresql-15 postgresql-client-15 nginx-light spawn-fcgi libfcgi-bin systemd procps
   openssl curl python3 python3-pytest python3-psycopg2 clang-format
 )
 
