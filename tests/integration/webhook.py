@@ -15,7 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "scripts" / "stack"
 FIXTURES = ROOT.parent / "shared" / "fixtures"
-BIN = ROOT / "build" / "handler" / "ipayout-webhookd"
+# IPAYOUT_BIN: the binary under test (scripts/stack honours the same variable).
+BIN = Path(os.environ.get("IPAYOUT_BIN", ROOT / "build" / "handler" / "ipayout-webhookd"))
 
 
 def sign(key: str, timestamp: str, url: str, body: bytes) -> str:
