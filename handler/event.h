@@ -43,6 +43,8 @@ class EventParser {
 
   static size_t padded_capacity(size_t n) { return n + simdjson::SIMDJSON_PADDING; }
 
+  void set_rules(std::vector<DedupRule> rules) { rules_ = std::move(rules); }
+
  private:
   simdjson::ondemand::parser parser_;
   std::vector<DedupRule> rules_;

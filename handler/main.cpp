@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     ipayout::setup_logging(settings.log_level);
-    return ipayout::run_pool(settings);
+    return ipayout::run_pool(settings, args);
   }
   std::cerr << "ipayout-webhookd: unknown command '" << command << "'\n\n" << kUsage;
   return 2;

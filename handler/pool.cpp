@@ -9,11 +9,13 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <map>
 #include <thread>
 
+#include "metrics.h"
 #include "signals.h"
 #include "worker.h"
 
@@ -28,14 +30,18 @@ bool is_listening_socket(int fd) {
   return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) == 0 && accepting;
 }
 
-pid_t spawn_worker(const Settings& settings, int listen_fd) {
+pid_t spawn_worker(const SettingsStore& store, int listen_fd, int slot,
+                   const std::vector<std::string>& args) {
   pid_t pid = fork();
   if (pid != 0) return pid;  // parent (or -1)
   // Child: die with the master, whatever kills it.
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   signals::install();
   if (getppid() == 1) _exit(0);  // the master is already gone
-  _exit(run_worker(settings, listen_fd));
+  metrics::set_worker_slot(slot);
+  metrics::set_db_connected(false);
+  SettingsStore own(*store.get());  // the master's latest reload, then our own
+  _exit(run_worker(own, listen_fd, args));
 }
 
 }  // namespace
@@ -71,12 +77,23 @@ int obtain_listen_socket(const Settings& settings) {
   return fd;
 }
 
-int run_pool(const Settings& settings) {
+int run_pool(const Settings& initial, const std::vector<std::string>& args) {
   signals::install();
-  int listen_fd = obtain_listen_socket(settings);
+  int listen_fd = obtain_listen_socket(initial);
   if (listen_fd < 0) return 1;
+  metrics::init();  // before fork: the workers share the counters
+  SettingsStore store(initial);
+  const Settings& settings = *store.get();  // workers/threads are not reloadable
 
-  std::map<pid_t, Clock::time_point> workers;  // pid -> start time
+  struct Worker {
+    Clock::time_point started;
+    int slot;
+  };
+  std::map<pid_t, Worker> workers;
+  std::vector<int> free_slots;  // metrics slots of dead workers, reused
+  for (int i = std::min(settings.workers, metrics::kMaxWorkers) - 1; i >= 0; --i) {
+    free_slots.push_back(i);
+  }
   int pending_spawns = settings.workers;
   Clock::time_point next_spawn = Clock::now();
   bool draining = false;
@@ -102,7 +119,8 @@ int run_pool(const Settings& settings) {
       if (pid <= 0) break;
       auto it = workers.find(pid);
       if (it == workers.end()) continue;
-      auto lived = Clock::now() - it->second;
+      auto lived = Clock::now() - it->second.started;
+      free_slots.push_back(it->second.slot);
       workers.erase(it);
       if (draining) continue;
       if (WIFSIGNALED(status)) {
@@ -113,25 +131,36 @@ int run_pool(const Settings& settings) {
                       WEXITSTATUS(status));
       }
       ++pending_spawns;
+      metrics::count_worker_restart();
       // A worker that dies right after starting would otherwise be a fork loop.
       if (lived < std::chrono::seconds(1)) next_spawn = Clock::now() + std::chrono::seconds(1);
+    }
+    if (signals::hangup && !draining) {
+      signals::hangup = 0;
+      // Check the new settings here first: a broken file is reported once, and
+      // workers forked later start from what the master accepted.
+      if (reload_settings(store, args)) {
+        for (auto& [pid, _] : workers) kill(pid, SIGHUP);
+      }
     }
     if (draining && workers.empty()) {
       spdlog::info("msg=\"pool stopped\"");
       return 0;
     }
     while (!draining && pending_spawns > 0 && Clock::now() >= next_spawn) {
-      pid_t pid = spawn_worker(settings, listen_fd);
+      int slot = free_slots.empty() ? 0 : free_slots.back();
+      pid_t pid = spawn_worker(store, listen_fd, slot, args);
       if (pid < 0) {
         spdlog::error("msg=\"fork failed\"");
         next_spawn = Clock::now() + std::chrono::seconds(1);
         break;
       }
-      workers.emplace(pid, Clock::now());
+      if (!free_slots.empty()) free_slots.pop_back();
+      workers.emplace(pid, Worker{Clock::now(), slot});
       --pending_spawns;
     }
     // Signals interrupt the sleep, so a dead worker is replaced at once.
-    if (!signals::child_exited) usleep(draining ? 20 * 1000 : 200 * 1000);
+    if (!signals::child_exited && !signals::hangup) usleep(draining ? 20 * 1000 : 200 * 1000);
   }
 }
 

@@ -10,6 +10,10 @@ namespace ipayout {
 // else opened from settings.listen. Returns -1 and logs on failure.
 int obtain_listen_socket(const Settings& settings);
 
-int run_pool(const Settings& settings);
+#include <string>
+#include <vector>
+
+// `args`: the command line, parsed again on SIGHUP.
+int run_pool(const Settings& settings, const std::vector<std::string>& args);
 
 }  // namespace ipayout

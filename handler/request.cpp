@@ -1,5 +1,7 @@
 #include "request.h"
 
+#include "metrics.h"
+
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -166,12 +168,50 @@ void log_request(const RequestHead& head, const Endpoint* endpoint, std::string_
     spdlog::info(line);
 }
 
+// Operator endpoints: served by the same pool, reachable only where nginx routes them.
+std::optional<HttpResponse> operator_response(const RequestHead& head, Writer& writer) {
+  if (head.path == kMetricsPath && head.method == "GET") {
+    HttpResponse r;
+    r.body = metrics::render();
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    return r;
+  }
+  if (head.path == kHealthPath && head.method == "GET") {
+    if (writer.healthy()) {
+      HttpResponse r;
+      r.body = "{\"status\":\"ready\"}";
+      return r;
+    }
+    HttpResponse r = error_response(503, "unavailable", "database not reachable");
+    r.retry_after = 1;
+    return r;
+  }
+  return std::nullopt;
+}
+
+const char* signature_failure_reason(const std::string& error_code) {
+  if (error_code == "signature_missing") return "missing";
+  if (error_code == "signature_invalid") return "invalid";
+  if (error_code == "timestamp_out_of_window") return "expired";
+  return nullptr;
+}
+
 }  // namespace
 
 void handle_request(FCGX_Request& req, const Settings& settings, EndpointCache& endpoints,
                     Writer& writer, ThreadState& ts) {
   const auto started = std::chrono::steady_clock::now();
   RequestHead head = read_head(req);
+  if (auto op = operator_response(head, writer)) {
+    write_response(req, *op);
+    return;
+  }
+  if (ts.dedup_pointers != settings.dedup_pointers) {  // reloaded by SIGHUP
+    if (auto rules = parse_dedup_rules(settings.dedup_pointers)) {
+      ts.parser.set_rules(std::move(rules.value()));
+    }
+    ts.dedup_pointers = settings.dedup_pointers;
+  }
   HeadCheck hc = check_head(head, endpoints, settings);
   EventRecord record;
   std::optional<StoreResult> stored;
@@ -206,8 +246,19 @@ void handle_request(FCGX_Request& req, const Settings& settings, EndpointCache& 
     response = store_response(*stored, *hc.endpoint, settings);
   }
   write_response(req, *response);
-  double ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  const double ms = seconds * 1000;
+  metrics::count_request(hc.endpoint ? hc.endpoint->id : 0,
+                         hc.endpoint ? std::string_view(hc.endpoint->name) : std::string_view(),
+                         response->status, seconds);
+  if (stored && stored->outcome == StoreOutcome::kAccepted) metrics::count_event(event);
+  if (stored && stored->outcome == StoreOutcome::kDuplicate) {
+    metrics::count_duplicate(hc.endpoint->id, hc.endpoint->name);
+  }
+  if (const char* reason = signature_failure_reason(response->error_code)) {
+    metrics::count_signature_failure(reason);
+  }
   log_request(head, hc.endpoint, event, record.signature, stored ? &*stored : nullptr, *response,
               ms);
 }

@@ -21,9 +21,10 @@ namespace ipayout {
 // Per-thread scratch: a parser and a body buffer reused across requests.
 struct ThreadState {
   explicit ThreadState(const Settings& s, std::vector<DedupRule> rules)
-      : parser(std::move(rules), s.body_limit) {}
+      : parser(std::move(rules), s.body_limit), dedup_pointers(s.dedup_pointers) {}
   EventParser parser;
   std::string body;
+  std::string dedup_pointers;  // what parser's rules were built from (SIGHUP may change it)
 };
 
 // The checks that need no body. Returns a response to send now, or nullopt and
@@ -48,8 +49,13 @@ std::optional<HttpResponse> check_body(const RequestHead& head, const Endpoint& 
 HttpResponse store_response(const StoreResult& result, const Endpoint& endpoint,
                             const Settings& settings);
 
-// Everything above, plus I/O and the one log line per request.
+// Everything above, plus I/O, the one log line and the counters per request.
+// Also answers GET /ipayout/metrics and /ipayout/health (nginx decides who
+// may reach them: the example site exposes them on loopback only).
 void handle_request(FCGX_Request& req, const Settings& settings, EndpointCache& endpoints,
                     Writer& writer, ThreadState& ts);
+
+constexpr std::string_view kMetricsPath = "/ipayout/metrics";
+constexpr std::string_view kHealthPath = "/ipayout/health";
 
 }  // namespace ipayout

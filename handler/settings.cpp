@@ -229,6 +229,24 @@ Result<ParsedArgs> parse_settings(const std::vector<std::string>& args, bool all
   return out;
 }
 
+std::vector<std::string> SettingsStore::reload(const Settings& fresh) {
+  std::lock_guard<std::mutex> lk(reload_mu_);
+  auto next = std::make_shared<Settings>(*get());
+  std::vector<std::string> ignored;
+  for (const auto& def : kSettingDefs) {
+    std::string was = current_value(*next, def), now = current_value(fresh, def);
+    if (was == now) continue;
+    if (!def.reloadable) {
+      ignored.emplace_back(def.name);
+      continue;
+    }
+    std::visit([&](auto member) { (*next).*member = fresh.*member; }, def.field);
+  }
+  next->config_file = fresh.config_file;
+  std::atomic_store(&current_, std::shared_ptr<const Settings>(std::move(next)));
+  return ignored;
+}
+
 std::string show_config(const Settings& s) {
   std::ostringstream out;
   out << "# config file: " << (s.config_file.empty() ? "(none)" : s.config_file) << "\n";

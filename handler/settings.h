@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <variant>
 #include <vector>
@@ -66,6 +68,22 @@ Result<ParsedArgs> parse_settings(const std::vector<std::string>& args, bool all
 // One line per setting, secrets inside the database conninfo masked.
 std::string show_config(const Settings& s);
 std::string settings_help();
+
+// The settings a running process uses, swapped whole on SIGHUP. Readers take a
+// snapshot (one atomic load) and use it for a whole request or batch, so a
+// reload never mixes old and new values inside one unit of work.
+class SettingsStore {
+ public:
+  explicit SettingsStore(Settings s) : current_(std::make_shared<const Settings>(std::move(s))) {}
+  std::shared_ptr<const Settings> get() const { return std::atomic_load(&current_); }
+  // Takes the reloadable settings from `fresh`; the others keep their values
+  // (a restart applies them). Returns the names of those that were ignored.
+  std::vector<std::string> reload(const Settings& fresh);
+
+ private:
+  std::mutex reload_mu_;
+  std::shared_ptr<const Settings> current_;
+};
 
 // conninfo with any password replaced by "****" (URI or key=value form).
 std::string mask_conninfo(const std::string& conninfo);

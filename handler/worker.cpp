@@ -31,9 +31,9 @@ struct RequestThread {
 
 std::atomic<bool> g_stopping{false};
 
-void serve(RequestThread& self, int listen_fd, const Settings& settings,
+void serve(RequestThread& self, int listen_fd, SettingsStore& store,
            const std::vector<DedupRule>& rules, EndpointCache& endpoints, Writer& writer) {
-  ThreadState ts(settings, rules);
+  ThreadState ts(*store.get(), rules);
   FCGX_Request req;
   FCGX_InitRequest(&req, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR);
   while (!g_stopping.load()) {
@@ -48,13 +48,15 @@ void serve(RequestThread& self, int listen_fd, const Settings& settings,
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       continue;
     }
+    // One settings snapshot per request: a SIGHUP never mixes old and new values.
+    std::shared_ptr<const Settings> settings = store.get();
     try {
-      handle_request(req, settings, endpoints, writer, ts);
+      handle_request(req, *settings, endpoints, writer, ts);
     } catch (const std::exception& e) {
       // One catch per request: an unexpected failure is a 503 (retry), not a crash.
       spdlog::error("msg=\"request failed\" error=\"{}\"", e.what());
       HttpResponse r = error_response(503, "unavailable", "internal error, retry later");
-      r.retry_after = settings.retry_after;
+      r.retry_after = settings->retry_after;
       write_response(req, r);
     }
     FCGX_Finish_r(&req);
@@ -65,7 +67,28 @@ void serve(RequestThread& self, int listen_fd, const Settings& settings,
 
 }  // namespace
 
-int run_worker(const Settings& settings, int listen_fd) {
+bool reload_settings(SettingsStore& settings, const std::vector<std::string>& args) {
+  auto parsed = parse_settings(args, false);
+  if (!parsed) {
+    spdlog::error("msg=\"reload refused, keeping the running settings\" error=\"{}\"",
+                  parsed.error().message);
+    return false;
+  }
+  if (auto rules = parse_dedup_rules(parsed->settings.dedup_pointers); !rules) {
+    spdlog::error("msg=\"reload refused, keeping the running settings\" error=\"{}\"",
+                  rules.error().message);
+    return false;
+  }
+  for (const std::string& name : settings.reload(parsed->settings)) {
+    spdlog::warn("msg=\"setting changed but needs a restart\" setting={}", name);
+  }
+  spdlog::set_level(spdlog::level::from_str(settings.get()->log_level));
+  spdlog::info("msg=\"settings reloaded\"");
+  return true;
+}
+
+int run_worker(SettingsStore& store, int listen_fd, const std::vector<std::string>& args) {
+  const Settings& settings = *store.get();  // the non-reloadable values stay these
   auto rules = parse_dedup_rules(settings.dedup_pointers);
   if (!rules) {
     spdlog::critical("msg=\"{}\"", rules.error().message);
@@ -76,21 +99,26 @@ int run_worker(const Settings& settings, int listen_fd) {
     return 1;
   }
   EndpointCache endpoints;
-  Writer writer(settings, endpoints);
+  Writer writer(store, endpoints);
   writer.start();
 
   std::vector<std::unique_ptr<RequestThread>> threads;
   for (int i = 0; i < settings.threads; ++i) {
     threads.push_back(std::make_unique<RequestThread>());
     RequestThread& t = *threads.back();
-    t.thread = std::thread([&t, listen_fd, &settings, &rules, &endpoints, &writer] {
-      serve(t, listen_fd, settings, rules.value(), endpoints, writer);
+    t.thread = std::thread([&t, listen_fd, &store, &rules, &endpoints, &writer] {
+      serve(t, listen_fd, store, rules.value(), endpoints, writer);
     });
   }
   spdlog::info("msg=\"worker started\" threads={}", settings.threads);
 
   while (signals::term_count == 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (signals::hangup) {
+      signals::hangup = 0;
+      reload_settings(store, args);
+      writer.refresh_soon();  // endpoints too, without waiting for the next poll
+    }
   }
 
   // Drain: stop accepting, let in-flight requests finish, flush the writer.

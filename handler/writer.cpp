@@ -6,6 +6,8 @@
 #include <pqxx/pqxx>
 #include <unordered_map>
 
+#include "metrics.h"
+
 namespace ipayout {
 namespace {
 
@@ -45,7 +47,7 @@ bool is_data_error(const pqxx::sql_error& e) {
 
 }  // namespace
 
-Writer::Writer(const Settings& settings, EndpointCache& endpoints)
+Writer::Writer(SettingsStore& settings, EndpointCache& endpoints)
     : settings_(settings), endpoints_(endpoints) {}
 
 Writer::~Writer() {
@@ -65,6 +67,14 @@ void Writer::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+void Writer::refresh_soon() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    force_refresh_ = true;
+  }
+  cv_.notify_one();
+}
+
 StoreResult Writer::store(EventRecord record) {
   auto item = std::make_unique<Item>();
   item->record = std::move(record);
@@ -72,7 +82,7 @@ StoreResult Writer::store(EventRecord record) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (stopping_) return {StoreOutcome::kUnavailable, 0, "shutting down"};
-    if (queue_.size() >= static_cast<size_t>(settings_.queue_max)) {
+    if (queue_.size() >= static_cast<size_t>(settings_.get()->queue_max)) {
       return {StoreOutcome::kUnavailable, 0, "writer queue full"};
     }
     queue_.push_back(std::move(item));
@@ -80,7 +90,7 @@ StoreResult Writer::store(EventRecord record) {
   cv_.notify_one();
   // If the wait times out the writer may still commit the event later. Answering
   // 503 is safe then: i-payout retries and the retry is answered as a duplicate.
-  if (done.wait_for(std::chrono::milliseconds(settings_.request_timeout_ms)) !=
+  if (done.wait_for(std::chrono::milliseconds(settings_.get()->request_timeout_ms)) !=
       std::future_status::ready) {
     return {StoreOutcome::kUnavailable, 0, "commit did not finish in time"};
   }
@@ -93,7 +103,7 @@ void Writer::run() {
     {
       std::unique_lock<std::mutex> lk(mu_);
       auto wake = conn_ ? next_refresh_ : next_connect_;
-      cv_.wait_until(lk, wake, [&] { return stopping_ || !queue_.empty(); });
+      cv_.wait_until(lk, wake, [&] { return stopping_ || force_refresh_ || !queue_.empty(); });
       if (stopping_ && queue_.empty()) break;
     }
     if (!ensure_connected()) {
@@ -112,13 +122,20 @@ void Writer::run() {
       cv_.wait_until(lk, next_connect_, [&] { return stopping_; });
       continue;
     }
-    if (Clock::now() >= next_refresh_) refresh_endpoints(false);
+    bool forced = false;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      while (!queue_.empty() && batch.size() < static_cast<size_t>(settings_.batch_max)) {
+      std::swap(forced, force_refresh_);
+    }
+    if (forced || Clock::now() >= next_refresh_) refresh_endpoints(forced);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      const size_t batch_max = static_cast<size_t>(settings_.get()->batch_max);
+      while (!queue_.empty() && batch.size() < batch_max) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      metrics::set_queue_depth(queue_.size());
     }
     if (!batch.empty()) {
       commit(batch);
@@ -133,17 +150,21 @@ bool Writer::ensure_connected() {
   if (conn_) disconnect("connection lost");
   auto now = Clock::now();
   if (now < next_connect_) return false;
-  next_connect_ = now + std::chrono::milliseconds(settings_.reconnect_ms);
+  next_connect_ = now + std::chrono::milliseconds(settings_.get()->reconnect_ms);
   try {
-    auto c = std::make_unique<pqxx::connection>(settings_.database);
+    auto c = std::make_unique<pqxx::connection>(settings_.get()->database);
     // Bounded waits: a slow or locked database turns into 503s, not piled-up threads.
-    c->set_variable("statement_timeout", std::to_string(settings_.commit_timeout_ms));
-    c->set_variable("lock_timeout", std::to_string(settings_.commit_timeout_ms));
+    applied_timeout_ms_ = settings_.get()->commit_timeout_ms;
+    c->set_variable("statement_timeout", std::to_string(applied_timeout_ms_));
+    c->set_variable("lock_timeout", std::to_string(applied_timeout_ms_));
     c->set_variable("application_name", "'ipayout-webhookd'");
     conn_ = std::move(c);
+    metrics::count_reconnect();
+    metrics::set_db_connected(true);
     spdlog::info("msg=\"database connected\"");
     refresh_endpoints(true);
     if (!conn_) return false;
+    healthy_.store(endpoints_.snapshot() != nullptr);
     if (!notified_ready_) {
       notified_ready_ = true;
       sd_notify(0, "READY=1\nSTATUS=database connected");
@@ -167,6 +188,8 @@ bool Writer::ensure_connected() {
 
 void Writer::disconnect(const std::string& why) {
   spdlog::info("msg=\"database disconnected\" reason=\"{}\"", why);
+  healthy_.store(false);
+  metrics::set_db_connected(false);
   try {
     conn_.reset();
   } catch (...) {
@@ -175,7 +198,7 @@ void Writer::disconnect(const std::string& why) {
 }
 
 void Writer::refresh_endpoints(bool force) {
-  next_refresh_ = Clock::now() + std::chrono::milliseconds(settings_.endpoint_refresh_ms);
+  next_refresh_ = Clock::now() + std::chrono::milliseconds(settings_.get()->endpoint_refresh_ms);
   try {
     pqxx::nontransaction tx(*conn_);
     // Cheap change check; updated_at is maintained by a trigger on every change.
@@ -202,6 +225,8 @@ void Writer::refresh_endpoints(bool force) {
     }
     endpoints_.replace(std::move(map));
     endpoints_version_ = version;
+    metrics::set_endpoints_loaded(r.size());
+    healthy_.store(true);
     spdlog::info("msg=\"endpoints loaded\" enabled={}", r.size());
   } catch (const pqxx::broken_connection& e) {
     disconnect("connection lost while loading endpoints");
@@ -232,7 +257,19 @@ void Writer::commit(Batch& batch) {
 
   std::vector<StoreResult> results(batch.size());
   std::string error_state;
+  if (conn_ && settings_.get()->commit_timeout_ms != applied_timeout_ms_) {  // SIGHUP changed it
+    try {
+      applied_timeout_ms_ = settings_.get()->commit_timeout_ms;
+      conn_->set_variable("statement_timeout", std::to_string(applied_timeout_ms_));
+      conn_->set_variable("lock_timeout", std::to_string(applied_timeout_ms_));
+    } catch (const std::exception& e) {
+      disconnect("setting timeouts failed");
+    }
+  }
+  const auto started = Clock::now();
   bool ok = try_commit(batch, leaders, results, error_state);
+  metrics::observe_batch(leaders.size(),
+                         std::chrono::duration<double>(Clock::now() - started).count());
   if (!ok && error_state == "retry") {
     // The connection broke before COMMIT was sent, so nothing was written:
     // one retry on a fresh connection hides a terminated backend from i-payout.

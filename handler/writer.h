@@ -6,6 +6,7 @@
 // Invariant: a request is told kAccepted or kDuplicate only after COMMIT returned.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -52,7 +53,7 @@ struct StoreResult {
 
 class Writer {
  public:
-  Writer(const Settings& settings, EndpointCache& endpoints);
+  Writer(SettingsStore& settings, EndpointCache& endpoints);
   ~Writer();
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
@@ -63,6 +64,11 @@ class Writer {
 
   // Blocks until the event is committed, refused, or request_timeout_ms passed.
   StoreResult store(EventRecord record);
+
+  // Connected and endpoints loaded: what the health endpoint reports.
+  bool healthy() const { return healthy_.load(); }
+  // Reload endpoints at the next opportunity (SIGHUP).
+  void refresh_soon();
 
  private:
   struct Item {
@@ -80,13 +86,15 @@ class Writer {
                   std::vector<StoreResult>& results, std::string& error_state);
   void fail(Batch& batch, StoreOutcome outcome, const std::string& detail);
 
-  const Settings settings_;
+  SettingsStore& settings_;
   EndpointCache& endpoints_;
+  std::atomic<bool> healthy_{false};
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::unique_ptr<Item>> queue_;
   bool stopping_ = false;
+  bool force_refresh_ = false;
 
   std::thread thread_;
   std::unique_ptr<pqxx::connection_base> conn_;  // only touched by the writer thread
@@ -95,6 +103,7 @@ class Writer {
   std::chrono::steady_clock::time_point last_connect_warning_{};
   std::string endpoints_version_;
   bool notified_ready_ = false;
+  int applied_timeout_ms_ = -1;  // statement_timeout/lock_timeout of conn_
 };
 
 }  // namespace ipayout

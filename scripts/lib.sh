@@ -16,6 +16,7 @@ IPAYOUT_PACKAGES=(
   libgtest-dev libsystemd-dev
   postgresql-15 postgresql-client-15 nginx-light spawn-fcgi libfcgi-bin systemd procps
   openssl curl python3 python3-pytest python3-psycopg2 clang-format
+  wrk linux-perf  # bench/run (load) and profiling
 )
 
 die() {
@@ -79,6 +80,7 @@ stack_config() {
   PG_PORT="${IPAYOUT_PG_PORT:-54329}"
   HTTPS_PORT="${IPAYOUT_HTTPS_PORT:-8443}"
   HTTP_PORT="$((HTTPS_PORT + 1))"
+  OPERATOR_PORT="$((HTTPS_PORT + 2))"  # metrics and health, loopback only
   WORKERS="${IPAYOUT_WORKERS:-2}"
   THREADS="${IPAYOUT_THREADS:-4}"
   BIN="${IPAYOUT_BIN:-$ROOT/build/handler/ipayout-webhookd}"
@@ -89,6 +91,8 @@ stack_config() {
 
   BASE_URL="https://127.0.0.1:$HTTPS_PORT"
   HTTP_BASE_URL="http://127.0.0.1:$HTTP_PORT"
+  METRICS_URL="http://127.0.0.1:$OPERATOR_PORT/ipayout/metrics"
+  HEALTH_URL="http://127.0.0.1:$OPERATOR_PORT/ipayout/health"
   DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/ipayout"
   WORKER_DATABASE_URL="postgresql://ipayout_webhookd@127.0.0.1:$PG_PORT/ipayout"
   CONSUMER_DATABASE_URL="postgresql://ipayout_consumer@127.0.0.1:$PG_PORT/ipayout"

@@ -1,0 +1,139 @@
+"""Operating the pool: Prometheus metrics and health through nginx's loopback
+operator server, and SIGHUP reloads."""
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from webhook import BIN, create_endpoint, request
+
+
+def metrics(stack):
+    r = request(stack.info["METRICS_URL"], method="GET")
+    assert r.status == 200, r
+    assert r.headers["content-type"].startswith("text/plain")
+    return r.body.decode()
+
+
+def sample(text, name, **labels):
+    """The value of one sample, or None."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" (\S+)$"
+    m = re.search(pattern, text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def test_metrics_count_requests_events_and_batches(stack):
+    ep = create_endpoint(stack, "metrics-" + uuid.uuid4().hex[:8])
+    event = "METRICS.TEST." + uuid.uuid4().hex[:6].upper()
+    body = json.dumps({"event": event, "eventId": str(uuid.uuid4())}).encode()
+    before = metrics(stack)
+    assert ep.post(body).status == 200
+    assert ep.post(body).json()["status"] == "duplicate"
+    assert ep.post(body, signature="x" * 44).status == 401
+    after = metrics(stack)
+
+    assert sample(after, "ipayout_requests_total", endpoint=ep.name, status=200) == 2
+    # create_endpoint's visibility probe was one 401 already.
+    assert (sample(after, "ipayout_requests_total", endpoint=ep.name, status=401)
+            == sample(before, "ipayout_requests_total", endpoint=ep.name, status=401) + 1)
+    assert sample(after, "ipayout_duplicates_total", endpoint=ep.name) == 1
+    assert sample(after, "ipayout_events_total", event=event) == 1
+    assert (sample(after, "ipayout_signature_failures_total", reason="invalid")
+            == (sample(before, "ipayout_signature_failures_total", reason="invalid") or 0) + 1)
+    assert sample(after, "ipayout_batch_size_count") >= sample(before, "ipayout_batch_size_count") + 2
+    assert sample(after, "ipayout_commit_duration_seconds_bucket", le="+Inf") == \
+        sample(after, "ipayout_commit_duration_seconds_count")
+    for worker in (0, 1):
+        assert sample(after, "ipayout_db_connected", worker=worker) == 1
+        assert sample(after, "ipayout_writer_queue_depth", worker=worker) is not None
+    # Prometheus conventions: every family has HELP and TYPE, counters end in _total.
+    for m in re.finditer(r"^# TYPE (\S+) (\S+)$", after, re.M):
+        assert f"# HELP {m.group(1)} " in after
+        if m.group(2) == "counter":
+            assert m.group(1).endswith("_total")
+
+
+def test_metrics_are_not_on_the_public_server(stack):
+    r = request(stack.base_url + "/ipayout/metrics", method="GET", ca=stack.ca)
+    assert r.status == 404
+
+
+def test_health_follows_the_database(stack):
+    assert request(stack.info["HEALTH_URL"], method="GET").json() == {"status": "ready"}
+    stack.run("pg-stop")
+    try:
+        deadline = time.time() + 10
+        r = request(stack.info["HEALTH_URL"], method="GET")
+        while r.status == 200 and time.time() < deadline:
+            time.sleep(0.2)
+            r = request(stack.info["HEALTH_URL"], method="GET")
+        assert r.status == 503 and r.json()["error"] == "unavailable"
+    finally:
+        stack.run("pg-start")
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if request(stack.info["HEALTH_URL"], method="GET").status == 200:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("health did not come back after PostgreSQL restarted")
+
+
+def fcgi(sock, method="GET", path="/ipayout/metrics"):
+    env = {"REQUEST_METHOD": method, "DOCUMENT_URI": path, "PATH": os.environ["PATH"]}
+    return subprocess.run(["cgi-fcgi", "-bind", "-connect", sock], env=env, capture_output=True,
+                          timeout=10, stdin=subprocess.DEVNULL).stdout.decode(errors="replace")
+
+
+def test_sighup_reloads_the_config_file(stack, tmp_path):
+    conf = tmp_path / "webhookd.conf"
+    sock = str(tmp_path / "s.sock")
+    conf.write_text(f"listen = {sock}\nworkers = 2\nthreads = 2\nlog_level = warn\n"
+                    f"database = {stack.info['WORKER_DATABASE_URL']}\n")
+    log = open(tmp_path / "log", "w+")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IPAYOUT_")}
+    proc = subprocess.Popen([str(BIN), "serve", f"--config={conf}"], stdout=log, stderr=log, env=env)
+
+    def log_text():
+        log.flush()
+        return Path(tmp_path / "log").read_text()
+
+    def wait_log(s, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if s in log_text():
+                return True
+            time.sleep(0.05)
+        return False
+
+    try:
+        deadline = time.time() + 10
+        while "Status: 405" not in fcgi(sock, "PUT", "/ipayout/webhooks/x") and time.time() < deadline:
+            time.sleep(0.1)
+        assert "msg=request" not in log_text()  # info lines are off at warn
+
+        conf.write_text(conf.read_text().replace("log_level = warn", "log_level = info")
+                        .replace("threads = 2", "threads = 3"))
+        os.kill(proc.pid, signal.SIGHUP)
+        assert wait_log("settings reloaded")
+        assert wait_log("setting=threads")  # not reloadable: reported, not applied
+        deadline = time.time() + 10
+        while "msg=request" not in log_text() and time.time() < deadline:
+            fcgi(sock, "PUT", "/ipayout/webhooks/x")
+            time.sleep(0.1)
+        assert "msg=request" in log_text()
+
+        conf.write_text(conf.read_text() + "workers = many\n")
+        os.kill(proc.pid, signal.SIGHUP)
+        assert wait_log("reload refused")
+        assert "Status: 405" in fcgi(sock, "PUT", "/ipayout/webhooks/x")  # still serving
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+    assert proc.returncode == 0
