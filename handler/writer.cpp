@@ -154,9 +154,6 @@ bool Writer::ensure_connected() {
   try {
     auto c = std::make_unique<pqxx::connection>(settings_.get()->database);
     // Bounded waits: a slow or locked database turns into 503s, not piled-up threads.
-    applied_timeout_ms_ = settings_.get()->commit_timeout_ms;
-    c->set_variable("statement_timeout", std::to_string(applied_timeout_ms_));
-    c->set_variable("lock_timeout", std::to_string(applied_timeout_ms_));
     c->set_variable("application_name", "'ipayout-webhookd'");
     conn_ = std::move(c);
     metrics::count_reconnect();
@@ -257,15 +254,6 @@ void Writer::commit(Batch& batch) {
 
   std::vector<StoreResult> results(batch.size());
   std::string error_state;
-  if (conn_ && settings_.get()->commit_timeout_ms != applied_timeout_ms_) {  // SIGHUP changed it
-    try {
-      applied_timeout_ms_ = settings_.get()->commit_timeout_ms;
-      conn_->set_variable("statement_timeout", std::to_string(applied_timeout_ms_));
-      conn_->set_variable("lock_timeout", std::to_string(applied_timeout_ms_));
-    } catch (const std::exception& e) {
-      disconnect("setting timeouts failed");
-    }
-  }
   const auto started = Clock::now();
   bool ok = try_commit(batch, leaders, results, error_state);
   metrics::observe_batch(leaders.size(),
@@ -335,6 +323,11 @@ bool Writer::try_commit(Batch& batch, const std::vector<size_t>& idx,
   bool committing = false;
   try {
     pqxx::work tx(*conn_, "ingest");
+    // Bounded waits: a slow or locked database turns into 503s, not piled-up
+    // threads. SET LOCAL, not a session SET: behind PgBouncer in transaction
+    // mode the next transaction may run on another server connection.
+    const std::string timeout = std::to_string(settings_.get()->commit_timeout_ms);
+    tx.exec("SET LOCAL statement_timeout = " + timeout + "; SET LOCAL lock_timeout = " + timeout);
     pqxx::result rows = tx.exec_params(
         "SELECT ord, id, accepted FROM ipayout.ingest($1::bigint[], $2::text[], $3::text[], "
         "$4::text[], $5::boolean[], $6::text[], $7::text[], $8::text[])",

@@ -103,7 +103,6 @@ class Writer {
   std::chrono::steady_clock::time_point last_connect_warning_{};
   std::string endpoints_version_;
   bool notified_ready_ = false;
-  int applied_timeout_ms_ = -1;  // statement_timeout/lock_timeout of conn_
 };
 
 }  // namespace ipayout
