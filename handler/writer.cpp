@@ -153,7 +153,7 @@ bool Writer::ensure_connected() {
   next_connect_ = now + std::chrono::milliseconds(settings_.get()->reconnect_ms);
   try {
     auto c = std::make_unique<pqxx::connection>(settings_.get()->database);
-    // Bounded waits: a slow or locked database turns into 503s, not piled-up threads.
+    // Named, so operators and fault tests find the writers in pg_stat_activity.
     c->set_variable("application_name", "'ipayout-webhookd'");
     conn_ = std::move(c);
     metrics::count_reconnect();
