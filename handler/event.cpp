@@ -187,7 +187,7 @@ Result<std::vector<DedupRule>> parse_dedup_rules(std::string_view setting) {
 }
 
 EventParser::EventParser(std::vector<DedupRule> rules, size_t max_body)
-    : parser_(max_body), rules_(std::move(rules)) {}
+    : max_body_(max_body), parser_(max_body), rules_(std::move(rules)) {}
 
 Result<ParsedEvent> EventParser::parse(const std::string& body) {
   if (body.find('\0') != std::string::npos) {

@@ -45,7 +45,14 @@ class EventParser {
 
   void set_rules(std::vector<DedupRule> rules) { rules_ = std::move(rules); }
 
+  // Frees the parser's buffers if one large body grew them past `keep` bytes:
+  // a thread that once parsed 1 MiB must not hold ~10 MiB for its lifetime.
+  void shrink_to(size_t keep) {
+    if (parser_.capacity() > keep) parser_ = simdjson::ondemand::parser(max_body_);
+  }
+
  private:
+  size_t max_body_;
   simdjson::ondemand::parser parser_;
   std::vector<DedupRule> rules_;
 };

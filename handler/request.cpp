@@ -246,6 +246,10 @@ void handle_request(FCGX_Request& req, const Settings& settings, EndpointCache& 
     response = store_response(*stored, *hc.endpoint, settings);
   }
   write_response(req, *response);
+  // Per-thread buffers keep the size of ordinary bodies, not of the largest seen.
+  constexpr size_t kKeepBytes = 64 * 1024;
+  ts.parser.shrink_to(kKeepBytes);
+  if (ts.body.capacity() > kKeepBytes) std::string().swap(ts.body);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   const double ms = seconds * 1000;
