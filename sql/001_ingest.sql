@@ -82,8 +82,11 @@ CREATE OR REPLACE TRIGGER endpoints_touch BEFORE UPDATE ON ipayout.endpoints
 CREATE OR REPLACE FUNCTION ipayout.notify_events() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+  -- Compact JSON, exactly {"id":N,"event":"...","endpoint":"..."}; to_json()
+  -- quotes and escapes the strings.
   PERFORM pg_notify('ipayout_events',
-                    json_build_object('id', n.id, 'event', left(n.event, 255), 'endpoint', ep.name)::text)
+                    format('{"id":%s,"event":%s,"endpoint":%s}',
+                           n.id, to_json(left(n.event, 255)), to_json(ep.name)))
   FROM (SELECT * FROM inserted ORDER BY id) n
   JOIN ipayout.endpoints ep ON ep.id = n.endpoint_id;
   RETURN NULL;
