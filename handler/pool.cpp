@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "metrics.h"
+#include "readiness.h"
 #include "signals.h"
 #include "worker.h"
 
@@ -81,7 +82,9 @@ int run_pool(const Settings& initial, const std::vector<std::string>& args) {
   signals::install();
   int listen_fd = obtain_listen_socket(initial);
   if (listen_fd < 0) return 1;
-  metrics::init();  // before fork: the workers share the counters
+  metrics::init();    // before fork: the workers share the counters
+  readiness::init();  // before fork: workers report the database answered
+  bool ready = false;
   SettingsStore store(initial);
   const Settings& settings = *store.get();  // workers/threads are not reloadable
 
@@ -134,6 +137,11 @@ int run_pool(const Settings& initial, const std::vector<std::string>& args) {
       metrics::count_worker_restart();
       // A worker that dies right after starting would otherwise be a fork loop.
       if (lived < std::chrono::seconds(1)) next_spawn = Clock::now() + std::chrono::seconds(1);
+    }
+    if (!ready && readiness::poll_ready()) {
+      ready = true;
+      sd_notify(0, "READY=1\nSTATUS=database connected");
+      spdlog::info("msg=\"pool ready\"");
     }
     if (signals::hangup && !draining) {
       signals::hangup = 0;

@@ -1,12 +1,12 @@
 #include "writer.h"
 
 #include <spdlog/spdlog.h>
-#include <systemd/sd-daemon.h>
 
 #include <pqxx/pqxx>
 #include <unordered_map>
 
 #include "metrics.h"
+#include "readiness.h"
 
 namespace ipayout {
 namespace {
@@ -162,10 +162,7 @@ bool Writer::ensure_connected() {
     refresh_endpoints(true);
     if (!conn_) return false;
     healthy_.store(endpoints_.snapshot() != nullptr);
-    if (!notified_ready_) {
-      notified_ready_ = true;
-      sd_notify(0, "READY=1\nSTATUS=database connected");
-    }
+    readiness::report();
     return true;
   } catch (const std::exception& e) {
     conn_.reset();

@@ -102,7 +102,6 @@ class Writer {
   std::chrono::steady_clock::time_point next_refresh_{};
   std::chrono::steady_clock::time_point last_connect_warning_{};
   std::string endpoints_version_;
-  bool notified_ready_ = false;
 };
 
 }  // namespace ipayout
