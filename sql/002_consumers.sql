@@ -111,6 +111,12 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'no event with id %', p_event_id USING ERRCODE = 'no_data_found';
   END IF;
+  -- An id poll has not returned yet (say, from a notification) may sit above
+  -- events of older transactions still running: acking it would skip them.
+  IF v_txid >= pg_snapshot_xmin(pg_current_snapshot()) THEN
+    RAISE EXCEPTION 'event % is not readable yet: ack only ids that poll returned', p_event_id
+      USING ERRCODE = 'object_not_in_prerequisite_state';
+  END IF;
   UPDATE ipayout.consumers
   SET position_txid = v_txid, position_id = p_event_id, acked_at = now()
   WHERE name = p_consumer AND (position_txid, position_id) < (v_txid, p_event_id);
@@ -173,10 +179,13 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   ORDER BY c.name
 $$;
 
--- Retention: delete events received more than p_older_than ago. Unless
--- p_force, never an event that some consumer has not acked yet (whatever its
--- pattern: a consumer's pattern may change, its position is what counts).
--- Deletes in chunks of p_batch so it never holds long locks; returns the count.
+-- Retention: delete up to p_batch events received more than p_older_than ago
+-- and return how many. Unless p_force, never an event that some consumer has
+-- not acked yet (whatever its pattern: a consumer's pattern may change, its
+-- position is what counts). One batch per call, so each call is a short
+-- transaction: a purge transaction holds the readable horizon (its own txid)
+-- while it runs, and readers would wait behind a long one. Callers loop until
+-- the result is below p_batch (`ipayout-events purge` does).
 CREATE OR REPLACE FUNCTION ipayout.purge(
   p_older_than interval, p_force boolean DEFAULT false, p_batch integer DEFAULT 10000)
 RETURNS bigint
@@ -184,23 +193,22 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   v_min_txid xid8;
   v_min_id   bigint;
-  v_total    bigint := 0;
   v_n        bigint;
 BEGIN
+  IF p_batch IS NULL OR p_batch < 1 THEN
+    RAISE EXCEPTION 'purge: batch must be at least 1, not %', p_batch
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
   SELECT c.position_txid, c.position_id INTO v_min_txid, v_min_id
   FROM ipayout.consumers c ORDER BY c.position_txid, c.position_id LIMIT 1;
-  LOOP
-    DELETE FROM ipayout.events e
-    WHERE e.id IN (
-      SELECT x.id FROM ipayout.events x
-      WHERE x.received_at < now() - p_older_than
-        AND (p_force OR v_min_txid IS NULL OR (x.txid, x.id) <= (v_min_txid, v_min_id))
-      LIMIT p_batch);
-    GET DIAGNOSTICS v_n = ROW_COUNT;
-    v_total := v_total + v_n;
-    EXIT WHEN v_n < p_batch;
-  END LOOP;
-  RETURN v_total;
+  DELETE FROM ipayout.events e
+  WHERE e.id IN (
+    SELECT x.id FROM ipayout.events x
+    WHERE x.received_at < now() - p_older_than
+      AND (p_force OR v_min_txid IS NULL OR (x.txid, x.id) <= (v_min_txid, v_min_id))
+    LIMIT p_batch);
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  RETURN v_n;
 END $$;
 
 REVOKE ALL ON ipayout.consumers FROM PUBLIC;

@@ -12,7 +12,7 @@ def stack():
     s = Stack(os.environ.get("IPAYOUT_TEST_STATE", ROOT / ".run" / "test"),
               os.environ.get("IPAYOUT_TEST_PG_PORT", "55432"),
               os.environ.get("IPAYOUT_TEST_HTTPS_PORT", "9443"))
-    s.run("stop")  # leftovers of an interrupted run
+    s.run("destroy")  # leftovers of an earlier run: start from an empty database
     s.run("start")
     yield s
     s.run("stop")

@@ -17,6 +17,8 @@ STACK = ROOT / "scripts" / "stack"
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 # IPAYOUT_BIN: the binary under test (scripts/stack honours the same variable).
 BIN = Path(os.environ.get("IPAYOUT_BIN", ROOT / "build" / "handler" / "ipayout-webhookd"))
+# The events CLI from the same build tree as BIN.
+EVENTS_BIN = Path(os.environ.get("IPAYOUT_EVENTS_BIN", BIN.parent.parent / "cli" / "ipayout-events"))
 
 
 def sign(key: str, timestamp: str, url: str, body: bytes) -> str:
@@ -127,11 +129,15 @@ def create_endpoint(stack, name, key="pk_test_3f9a1c", policy="required"):
                   f"--key={key}", f"--policy={policy}")
     assert p.returncode == 0, p.stderr
     url = p.stdout.strip()
+    created = time.time()
     ep = Endpoint(stack, name, key, policy, url)
-    # Workers pick endpoint changes up within endpoint_refresh_ms (1 s).
-    deadline = time.time() + 10
+    # Each worker process picks endpoint changes up within endpoint_refresh_ms
+    # (1 s) on its own schedule: one worker answering is not all of them, so
+    # wait for one, then for a whole refresh interval after the creation.
+    deadline = created + 10
     while time.time() < deadline:
         if ep.post(b"{}", signature="x").status != 404:
+            time.sleep(max(0.0, created + 1.2 - time.time()))
             return ep
         time.sleep(0.1)
     raise AssertionError(f"endpoint {name} never became visible to the workers")

@@ -1,0 +1,142 @@
+#include "options.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <functional>
+#include <map>
+
+namespace ipayout::events {
+
+const char* const kUsage =
+    "usage: ipayout-events COMMAND [OPTIONS]\n"
+    "\n"
+    "  tail [--follow] [--consumer NAME] [--event PATTERN] [--since T] [--max N]\n"
+    "       [--poll-interval SECONDS]\n"
+    "        print events as JSON, one object per line. Without --consumer it reads\n"
+    "        from the end (or --since) and remembers nothing. With --consumer it\n"
+    "        creates that consumer if missing (starting at --since, filtered by\n"
+    "        --event), and acks each event once its line is written: a restart goes\n"
+    "        on after the last line printed. --follow keeps waiting (LISTEN) and\n"
+    "        reconnects after a lost connection; it also reads the feed every\n"
+    "        --poll-interval seconds (default 2) without a notification, for events\n"
+    "        a long transaction elsewhere held back. --max N: stop after N events.\n"
+    "  consumers\n"
+    "        every consumer with its pattern, position, pending events and lag\n"
+    "  replay --consumer NAME (--from-id ID | --since T)\n"
+    "        move a consumer back (or forward): its next event is ID, or the\n"
+    "        first received at or after T\n"
+    "  subscribe NAME [--since T] [--event PATTERN]\n"
+    "        create a consumer (starting at the end unless --since)\n"
+    "  unsubscribe NAME\n"
+    "        delete a consumer\n"
+    "  purge --older-than INTERVAL [--force]\n"
+    "        delete events older than INTERVAL ('30 days') that every consumer\n"
+    "        has acked (--force: acked or not); needs the schema owner's rights\n"
+    "\n"
+    "  T is 'beginning', 'end' or a timestamp ('2026-11-26 10:00:00+00').\n"
+    "  PATTERN is an SQL LIKE pattern on the event name ('PAYMENT.%').\n"
+    "  --database CONNINFO  a URI or key=value string; default $IPAYOUT_DATABASE,\n"
+    "                       else libpq's PGHOST, PGDATABASE, PGUSER, ...\n"
+    "  --help, --version\n";
+
+namespace {
+
+Error usage_error(const std::string& message) {
+  return Error{"usage", message};
+}
+
+Result<long long> parse_seconds_ms(const std::string& text) {
+  char* end = nullptr;
+  errno = 0;
+  double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || errno != 0 || !(v >= 0.01 && v <= 86400)) {
+    return usage_error("--poll-interval needs seconds between 0.01 and 86400, not '" + text + "'");
+  }
+  return static_cast<long long>(v * 1000);
+}
+
+Result<long long> parse_count(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  errno = 0;
+  long long v = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno != 0 || v < 0) {
+    return usage_error("--" + flag + " needs a non-negative integer, not '" + text + "'");
+  }
+  return v;
+}
+
+}  // namespace
+
+Result<Options> parse_options(int argc, char** argv) {
+  Options o;
+  using Setter = std::function<std::optional<Error>(const std::string&)>;
+  auto text = [](std::optional<std::string>& field) -> Setter {
+    return [&field](const std::string& v) -> std::optional<Error> {
+      field = v;
+      return std::nullopt;
+    };
+  };
+  auto count = [](const std::string& flag, std::optional<long long>& field) -> Setter {
+    return [flag, &field](const std::string& v) -> std::optional<Error> {
+      auto n = parse_count(flag, v);
+      if (!n) return n.error();
+      field = *n;
+      return std::nullopt;
+    };
+  };
+  // Flags that take a value (--name VALUE or --name=VALUE) ...
+  const std::map<std::string, Setter> valued = {
+      {"database", text(o.database)},
+      {"consumer", text(o.consumer)},
+      {"event", text(o.event_pattern)},
+      {"since", text(o.since)},
+      {"older-than", text(o.older_than)},
+      {"max", count("max", o.max_events)},
+      {"from-id", count("from-id", o.from_id)},
+      {"poll-interval",
+       [&o](const std::string& v) -> std::optional<Error> {
+         auto ms = parse_seconds_ms(v);
+         if (!ms) return ms.error();
+         o.poll_interval_ms = *ms;
+         return std::nullopt;
+       }},
+  };
+  // ... and switches.
+  const std::map<std::string, bool*> switches = {
+      {"follow", &o.follow}, {"f", &o.follow}, {"force", &o.force},
+      {"help", &o.help},     {"h", &o.help},   {"version", &o.version},
+  };
+
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.size() < 2 || a[0] != '-') {
+      if (o.command.empty()) {
+        o.command = a;
+      } else {
+        o.positional.push_back(a);
+      }
+      continue;
+    }
+    std::string name = a.substr(a[1] == '-' ? 2 : 1);
+    std::optional<std::string> value;
+    if (auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.erase(eq);
+    }
+    if (auto s = switches.find(name); s != switches.end()) {
+      if (value) return usage_error("--" + name + " takes no value");
+      *s->second = true;
+      continue;
+    }
+    auto v = valued.find(name);
+    if (v == valued.end()) return usage_error("unknown option '" + a + "'");
+    if (!value) {
+      if (i + 1 >= argc) return usage_error("--" + name + " needs a value");
+      value = argv[++i];
+    }
+    if (auto err = v->second(*value)) return *err;
+  }
+  return o;
+}
+
+}  // namespace ipayout::events

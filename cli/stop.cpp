@@ -1,0 +1,48 @@
+#include "stop.h"
+
+#include <csignal>
+#include <cstring>
+#include <thread>
+
+namespace ipayout::events {
+namespace {
+
+volatile sig_atomic_t g_stop = 0;
+
+void on_stop(int) {
+  g_stop = 1;
+}
+
+void set(int sig, void (*fn)(int)) {
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_handler = fn;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;
+  sigaction(sig, &sa, nullptr);
+}
+
+}  // namespace
+
+void install_stop_handlers() {
+  set(SIGINT, on_stop);
+  set(SIGTERM, on_stop);
+  set(SIGPIPE, SIG_IGN);
+}
+
+bool stop_requested() {
+  return g_stop != 0;
+}
+
+bool sleep_unless_stopped(std::chrono::milliseconds d) {
+  constexpr std::chrono::milliseconds kStep{50};
+  auto until = std::chrono::steady_clock::now() + d;
+  while (!stop_requested()) {
+    auto left = until - std::chrono::steady_clock::now();
+    if (left <= std::chrono::milliseconds::zero()) return true;
+    std::this_thread::sleep_for(left < kStep ? left : kStep);
+  }
+  return false;
+}
+
+}  // namespace ipayout::events
