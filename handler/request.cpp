@@ -240,7 +240,7 @@ void handle_request(FCGX_Request& req, const Settings& settings, EndpointCache& 
   if (!response) {
     record.headers_json = headers_json(req);
     if (valid_inet(head.remote_addr)) record.remote_addr = std::string(head.remote_addr);
-    record.body = ts.body;  // the thread keeps its buffer; the writer owns this copy
+    record.body = std::move(ts.body);  // the writer owns it now; the thread gets a new one
     event = record.event;
     stored = writer.store(std::move(record));
     response = store_response(*stored, *hc.endpoint, settings);

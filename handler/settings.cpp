@@ -22,7 +22,7 @@ const std::vector<SettingDef> kSettingDefs = {
      "permissions of a unix socket the worker creates itself"},
     {"workers", SettingType::kInt, &Settings::workers, 1, 256, "2", false, false,
      "worker processes in the pool"},
-    {"threads", SettingType::kInt, &Settings::threads, 1, 1024, "8", false, false,
+    {"threads", SettingType::kInt, &Settings::threads, 1, 1024, "32", false, false,
      "request threads per worker process"},
     {"database", SettingType::kString, &Settings::database, 0, 0, "", true, false,
      "libpq conninfo or URI of the database; empty = libpq's PG* environment variables"},

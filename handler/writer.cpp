@@ -18,12 +18,18 @@ using Clock = std::chrono::steady_clock;
 class ArrayLiteral {
  public:
   void add(std::string_view v) {
+    out_.reserve(out_.size() + v.size() + 3);
     if (out_.size() > 1) out_.push_back(',');
     out_.push_back('"');
-    for (char c : v) {
-      if (c == '"' || c == '\\') out_.push_back('\\');
-      out_.push_back(c);
+    // Copy the runs between characters that need a backslash, not byte by byte.
+    size_t from = 0;
+    for (size_t i = v.find_first_of("\"\\"); i != std::string_view::npos;
+         i = v.find_first_of("\"\\", i + 1)) {
+      out_.append(v.data() + from, i - from);
+      out_.push_back('\\');
+      from = i;
     }
+    out_.append(v.data() + from, v.size() - from);
     out_.push_back('"');
   }
   void add_null() {

@@ -102,27 +102,46 @@ CREATE OR REPLACE FUNCTION ipayout.ingest(
   p_endpoint_id bigint[], p_event text[], p_dedup_key text[], p_raw_body text[],
   p_is_jsonb boolean[], p_headers text[], p_signature text[], p_remote_addr text[])
 RETURNS TABLE (ord integer, id bigint, accepted boolean)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- The statements below have the same shape on every call: plan them once.
+SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
+DECLARE
+  v_ords integer[];
+  v_ids  bigint[];
 BEGIN
-  INSERT INTO ipayout.events
-    (endpoint_id, event, dedup_key, payload, raw_body, headers, signature, remote_addr)
-  SELECT t.endpoint_id, t.event, t.dedup_key,
-         CASE WHEN t.is_jsonb THEN t.raw_body::jsonb END,
-         t.raw_body, t.headers::jsonb, t.signature, t.remote_addr::inet
-  FROM unnest(p_endpoint_id, p_event, p_dedup_key, p_raw_body, p_is_jsonb, p_headers,
-              p_signature, p_remote_addr) WITH ORDINALITY
-       AS t(endpoint_id, event, dedup_key, raw_body, is_jsonb, headers, signature, remote_addr, n)
-  ORDER BY t.n
-  ON CONFLICT (endpoint_id, dedup_key) DO NOTHING;
+  -- The rows this call inserted, by input position.
+  WITH input AS (
+    SELECT t.*
+    FROM unnest(p_endpoint_id, p_event, p_dedup_key, p_raw_body, p_is_jsonb, p_headers,
+                p_signature, p_remote_addr) WITH ORDINALITY
+         AS t(endpoint_id, event, dedup_key, raw_body, is_jsonb, headers, signature, remote_addr, n)
+  ), inserted AS (
+    INSERT INTO ipayout.events
+      (endpoint_id, event, dedup_key, payload, raw_body, headers, signature, remote_addr)
+    SELECT i.endpoint_id, i.event, i.dedup_key,
+           CASE WHEN i.is_jsonb THEN i.raw_body::jsonb END,
+           i.raw_body, i.headers::jsonb, i.signature, i.remote_addr::inet
+    FROM input i
+    ORDER BY i.n
+    ON CONFLICT (endpoint_id, dedup_key) DO NOTHING
+    RETURNING events.id, events.endpoint_id, events.dedup_key
+  )
+  SELECT array_agg(i.n::integer), array_agg(r.id) INTO v_ords, v_ids
+  FROM inserted r JOIN input i ON i.endpoint_id = r.endpoint_id AND i.dedup_key = r.dedup_key;
 
-  -- A second statement takes a new snapshot (READ COMMITTED): it sees this
-  -- transaction's rows and any duplicate a concurrent writer committed while
-  -- ON CONFLICT waited for it.
-  RETURN QUERY
-  SELECT t.n::integer, e.id, e.txid = pg_current_xact_id()
-  FROM unnest(p_endpoint_id, p_dedup_key) WITH ORDINALITY AS t(endpoint_id, dedup_key, n)
-  JOIN ipayout.events e ON e.endpoint_id = t.endpoint_id AND e.dedup_key = t.dedup_key;
+  RETURN QUERY SELECT o.ord, o.id, true FROM unnest(v_ords, v_ids) AS o(ord, id);
+
+  IF coalesce(cardinality(v_ords), 0) < cardinality(p_endpoint_id) THEN
+    -- Duplicates. A second statement takes a new snapshot (READ COMMITTED), so
+    -- it also sees a copy that a concurrent writer committed while ON CONFLICT
+    -- waited for it.
+    RETURN QUERY
+    SELECT t.n::integer, e.id, false
+    FROM unnest(p_endpoint_id, p_dedup_key) WITH ORDINALITY AS t(endpoint_id, dedup_key, n)
+    JOIN ipayout.events e ON e.endpoint_id = t.endpoint_id AND e.dedup_key = t.dedup_key
+    WHERE t.n <> ALL (coalesce(v_ords, '{}'));
+  END IF;
 END $$;
 
 REVOKE ALL ON FUNCTION ipayout.ingest(bigint[], text[], text[], text[], boolean[], text[], text[], text[]) FROM PUBLIC;

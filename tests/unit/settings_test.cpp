@@ -74,7 +74,7 @@ TEST_F(SettingsTest, Defaults) {
   EXPECT_EQ(s.listen, "/run/ipayout-webhook/fcgi.sock");
   EXPECT_EQ(s.listen_mode, 0660);
   EXPECT_EQ(s.workers, 2);
-  EXPECT_EQ(s.threads, 8);
+  EXPECT_EQ(s.threads, 32);
   EXPECT_EQ(s.database, "");
   EXPECT_EQ(s.body_limit, 1048576u);
   EXPECT_EQ(s.replay_window, 300);
