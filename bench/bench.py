@@ -199,9 +199,9 @@ class Bench:
     def __init__(self, a):
         self.a = a
         self.state = Path(os.environ.get("BENCH_STATE_DIR", ROOT / ".run" / "bench")).resolve()
-        self.pg_port = int(os.environ.get("BENCH_PG_PORT", "59432"))
+        self.pg_port = int(os.environ.get("BENCH_PG_PORT", "29432"))
         # Below Linux's ephemeral range (32768-60999), so no client connection takes it.
-        self.pg_fallback_port = int(os.environ.get("BENCH_PG_FALLBACK_PORT", "29432"))
+        self.pg_fallback_port = int(os.environ.get("BENCH_PG_FALLBACK_PORT", "29433"))
         self.https_port = int(os.environ.get("BENCH_HTTPS_PORT", "9843"))
         # +1 and +2 are the stack's plain HTTP and operator servers.
         self.ceiling_port = int(os.environ.get("BENCH_CEILING_PORT", self.https_port + 10))

@@ -6,10 +6,10 @@ print). Not a test: it measures, it does not pass or fail.
     bench/wakeup_latency.py [--events 1000]
 
 It needs a built tree (cmake --build build) and a stack: by default its own,
-started with scripts/stack in .run/bench-wakeup (PostgreSQL on 59517, HTTPS on
+started with scripts/stack in .run/bench-wakeup (PostgreSQL on 29517, HTTPS on
 9517 and the two ports after it) and stopped afterwards; --keep leaves it
 running. --state-dir, --pg-port and --https-port point it at another stack,
-e.g. the dev stack of scripts/up (.run/dev, 54329, 8443), which it reuses as it
+e.g. the dev stack of scripts/up (.run/dev, 15433, 8443), which it reuses as it
 is. Either way it adds one endpoint and one consumer (the consumer is removed
 at the end).
 
@@ -63,7 +63,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=1000)
     ap.add_argument("--state-dir", default=str(ROOT / ".run" / "bench-wakeup"))
-    ap.add_argument("--pg-port", default="59517")
+    ap.add_argument("--pg-port", default="29517")
     ap.add_argument("--https-port", default="9517")
     ap.add_argument("--keep", action="store_true", help="leave the stack running")
     args = ap.parse_args()

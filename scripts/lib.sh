@@ -15,9 +15,16 @@ IPAYOUT_PACKAGES=(
   libfcgi-dev libsimdjson-dev libpqxx-dev libspdlog-dev libfmt-dev libssl-dev
   libgtest-dev libsystemd-dev
   postgresql-15 postgresql-client-15 nginx-light spawn-fcgi libfcgi-bin systemd procps
+  pgbouncer  # tests/integration/test_pgbouncer.py
   openssl curl python3 python3-pytest python3-psycopg2 clang-format
+  clang libclang-rt-14-dev llvm  # tests/fuzz (libFuzzer, sanitizers), symbolized reports
   wrk linux-perf  # bench/run (load) and profiling
+  nodejs  # examples/node (tests/integration/test_examples.py)
 )
+# examples/node needs npm too. Debian's npm conflicts with a nodejs package that
+# bundles its own (NodeSource's, which CI machines may have): add it only when
+# no npm is on the PATH.
+command -v npm >/dev/null 2>&1 || IPAYOUT_PACKAGES+=(npm)
 
 die() {
   printf '%s: error: %s\n' "${0##*/}" "$*" >&2
@@ -77,7 +84,7 @@ build_project() {
 # shellcheck disable=SC2034  # the variables are for the scripts that call this
 stack_config() {
   STATE="${IPAYOUT_STATE_DIR:-$ROOT/.run/dev}"
-  PG_PORT="${IPAYOUT_PG_PORT:-54329}"
+  PG_PORT="${IPAYOUT_PG_PORT:-15433}"  # below 32768: never a kernel-chosen client port
   HTTPS_PORT="${IPAYOUT_HTTPS_PORT:-8443}"
   HTTP_PORT="$((HTTPS_PORT + 1))"
   OPERATOR_PORT="$((HTTPS_PORT + 2))"  # metrics and health, loopback only

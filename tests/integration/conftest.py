@@ -10,7 +10,7 @@ from webhook import ROOT, Stack, create_endpoint
 @pytest.fixture(scope="session")
 def stack():
     s = Stack(os.environ.get("IPAYOUT_TEST_STATE", ROOT / ".run" / "test"),
-              os.environ.get("IPAYOUT_TEST_PG_PORT", "55432"),
+              os.environ.get("IPAYOUT_TEST_PG_PORT", "25432"),
               os.environ.get("IPAYOUT_TEST_HTTPS_PORT", "9443"))
     s.run("destroy")  # leftovers of an earlier run: start from an empty database
     s.run("start")
