@@ -125,21 +125,38 @@ int run_worker(SettingsStore& store, int listen_fd, const std::vector<std::strin
   spdlog::info("msg=\"worker draining\"");
   g_stopping.store(true);
   FCGX_ShutdownPending();
+  // A thread still "accepting" after this long is not in accept() but blocked
+  // reading the first record of a connection that sent nothing yet (libfcgi
+  // retries that read on EINTR). It holds no request: it is left behind.
+  const auto started = std::chrono::steady_clock::now();
+  const auto idle_grace = std::chrono::seconds(1);
+  bool abandon_idle = false;
   for (;;) {
     if (signals::term_count >= 2) {
       spdlog::warn("msg=\"second SIGTERM, exiting at once\"");
       _exit(1);
     }
-    bool all_done = true;
+    bool all_done = true, serving = false;
     for (auto& t : threads) {
       int phase = t->phase.load();
       if (phase == kDone) continue;
       all_done = false;
+      if (phase == kServing) serving = true;
       // accept() may be entered just after a wake-up: repeat until the thread is out.
       if (phase == kAccepting) pthread_kill(t->thread.native_handle(), signals::kWakeSignal);
     }
     if (all_done) break;
+    if (!serving && std::chrono::steady_clock::now() - started > idle_grace) {
+      abandon_idle = true;
+      break;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (abandon_idle) {
+    writer.stop();  // every request that was in flight has been answered
+    spdlog::warn("msg=\"worker stopped, leaving idle FastCGI connections unanswered\"");
+    spdlog::default_logger()->flush();
+    _exit(0);  // the blocked threads cannot be joined
   }
   for (auto& t : threads) t->thread.join();
   writer.stop();
