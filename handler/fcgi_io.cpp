@@ -61,11 +61,17 @@ std::string headers_json(FCGX_Request& req) {
     if (name == "AUTHORIZATION" || name == "COOKIE" || name == "PROXY_AUTHORIZATION") continue;
     for (auto& c : name) c = (c == '_') ? '-' : static_cast<char>(std::tolower(c));
     std::string_view value = kv.substr(eq + 1).substr(0, kMaxHeaderValue);
-    if (out.size() + name.size() + value.size() + 8 > kMaxHeadersJson) break;
+    // Escaping can make a value up to six times longer: measure what was
+    // appended, and take it back if the object would pass its cap.
+    const size_t mark = out.size();
     if (out.size() > 1) out.push_back(',');
     append_json_string(out, name);
     out.push_back(':');
     append_json_string(out, value);
+    if (out.size() + 1 > kMaxHeadersJson) {  // + 1: the closing brace
+      out.resize(mark);
+      break;
+    }
   }
   out.push_back('}');
   return out;
