@@ -21,9 +21,7 @@
 #include "endpoints.h"
 #include "settings.h"
 
-namespace pqxx {
-class connection_base;
-}
+#include <pqxx/connection>
 
 namespace ipayout {
 
@@ -97,7 +95,9 @@ class Writer {
   bool force_refresh_ = false;
 
   std::thread thread_;
-  std::unique_ptr<pqxx::connection_base> conn_;  // only touched by the writer thread
+  // The concrete type: libpqxx 6.4's connection_base has no virtual
+  // destructor, so deleting through it would never close the connection.
+  std::unique_ptr<pqxx::connection> conn_;  // only touched by the writer thread
   std::chrono::steady_clock::time_point next_connect_{};
   std::chrono::steady_clock::time_point next_refresh_{};
   std::chrono::steady_clock::time_point last_connect_warning_{};

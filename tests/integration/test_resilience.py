@@ -83,22 +83,24 @@ def test_sigterm_under_load_loses_no_acknowledged_event(stack):
     threads = [threading.Thread(target=sender, args=(i,)) for i in range(16)]
     for t in threads:
         t.start()
-    time.sleep(1.5)
-    pid = stack.pool_pid()
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail("pool did not exit within 20 s of SIGTERM")
-    time.sleep(0.5)
-    stop.set()
-    for t in threads:
-        t.join()
+    try:
+        time.sleep(1.5)
+        pid = stack.pool_pid()
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("pool did not exit within 20 s of SIGTERM")
+        time.sleep(0.5)
+    finally:  # the senders must stop whatever happened, or pytest never exits
+        stop.set()
+        for t in threads:
+            t.join()
     assert "pool stopped" in stack.log()
     stack.run("pool-start")
 
