@@ -125,9 +125,10 @@ int run_worker(SettingsStore& store, int listen_fd, const std::vector<std::strin
   spdlog::info("msg=\"worker draining\"");
   g_stopping.store(true);
   FCGX_ShutdownPending();
-  // A thread still "accepting" after this long is not in accept() but blocked
-  // reading the first record of a connection that sent nothing yet (libfcgi
-  // retries that read on EINTR). It holds no request: it is left behind.
+  // A thread still "accepting" after this long is stuck inside libfcgi: once
+  // shutdown is pending, OS_Accept keeps polling and closing the descriptor of
+  // a connection whose first record never came, instead of returning. It holds
+  // no request, so the process exits without it (and without joining it).
   const auto started = std::chrono::steady_clock::now();
   const auto idle_grace = std::chrono::seconds(1);
   bool abandon_idle = false;

@@ -65,11 +65,8 @@ def stack_cmd(stack, *args, timeout=120, **env):
 
 
 def ready_endpoint(stack, prefix):
-    ep = create_endpoint(stack, f"{prefix}-{uuid.uuid4().hex[:8]}")
-    # create_endpoint returns once one worker sees the endpoint; the others pick it
-    # up within endpoint_refresh_ms (1 s). Until then they would answer 404.
-    time.sleep(1.5)
-    return ep
+    """A fresh endpoint that every worker knows (create_endpoint waits for that)."""
+    return create_endpoint(stack, f"{prefix}-{uuid.uuid4().hex[:8]}")
 
 
 def ledger_for(stack, ep, seconds, senders=SENDERS):

@@ -349,11 +349,7 @@ def assert_json_error(r, case_name, secrets):
 
 @pytest.fixture(scope="module")
 def target(stack):
-    ep = create_endpoint(stack, "hostile-" + uuid.uuid4().hex[:8])
-    # create_endpoint returns once one worker sees the endpoint; the other may
-    # answer 404 until its next refresh (endpoint_refresh_ms = 1 s).
-    time.sleep(1.5)
-    return ep
+    return create_endpoint(stack, "hostile-" + uuid.uuid4().hex[:8])
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
