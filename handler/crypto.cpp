@@ -1,34 +1,91 @@
 #include "crypto.h"
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 
+#include <memory>
 #include <stdexcept>
 #include <vector>
 
 namespace ipayout::crypto {
+namespace {
+
+// Fetched once per process. EVP_sha256() and the one-shot HMAC() look the
+// algorithm up in OpenSSL 3's provider store on every call, which costs more
+// than hashing a webhook body and takes a lock shared by all request threads.
+const EVP_MD* sha256_md() {
+  static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  if (!md) throw std::runtime_error("OpenSSL has no SHA256");
+  return md;
+}
+
+EVP_MAC* hmac_algorithm() {
+  static EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  if (!mac) throw std::runtime_error("OpenSSL has no HMAC");
+  return mac;
+}
+
+struct MdCtxFree {
+  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+};
+struct MacCtxFree {
+  void operator()(EVP_MAC_CTX* c) const { EVP_MAC_CTX_free(c); }
+};
+
+}  // namespace
 
 Digest sha256(std::string_view data) {
+  return sha256({data});
+}
+
+Digest sha256(std::initializer_list<std::string_view> parts) {
+  // One context per thread, reset per call: no allocation per request.
+  thread_local std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
   Digest out{};
   unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), out.data(), &len, EVP_sha256(), nullptr) != 1 ||
-      len != out.size()) {
-    throw std::runtime_error("EVP_Digest(sha256) failed");
+  bool ok = ctx && EVP_DigestInit_ex2(ctx.get(), sha256_md(), nullptr) == 1;
+  for (std::string_view p : parts) ok = ok && EVP_DigestUpdate(ctx.get(), p.data(), p.size()) == 1;
+  if (!ok || EVP_DigestFinal_ex(ctx.get(), out.data(), &len) != 1 || len != out.size()) {
+    throw std::runtime_error("SHA-256 failed");
+  }
+  return out;
+}
+
+HmacKey::HmacKey(std::string_view key) : ctx_(EVP_MAC_CTX_new(hmac_algorithm())) {
+  char digest_name[] = "SHA256";
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
+                         OSSL_PARAM_construct_end()};
+  // OpenSSL reads an empty key as "keep the previous key". HMAC pads every key
+  // shorter than a block with zero bytes, so the one-byte key "\0" is the same
+  // key as the empty one (policy `off` endpoints may have no key).
+  static const unsigned char kZero = 0;
+  const auto* bytes = key.empty() ? &kZero : reinterpret_cast<const unsigned char*>(key.data());
+  if (!ctx_ || EVP_MAC_init(ctx_, bytes, key.empty() ? 1 : key.size(), params) != 1) {
+    EVP_MAC_CTX_free(ctx_);
+    throw std::runtime_error("HMAC key setup failed");
+  }
+}
+
+HmacKey::~HmacKey() {
+  EVP_MAC_CTX_free(ctx_);
+}
+
+Digest HmacKey::mac(const Digest& message) const {
+  std::unique_ptr<EVP_MAC_CTX, MacCtxFree> c(EVP_MAC_CTX_dup(ctx_));
+  Digest out{};
+  size_t len = 0;
+  if (!c || EVP_MAC_update(c.get(), message.data(), message.size()) != 1 ||
+      EVP_MAC_final(c.get(), out.data(), &len, out.size()) != 1 || len != out.size()) {
+    throw std::runtime_error("HMAC(sha256) failed");
   }
   return out;
 }
 
 Digest hmac_sha256(std::string_view key, const Digest& message) {
-  Digest out{};
-  unsigned int len = 0;
-  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), message.data(), message.size(),
-           out.data(), &len) == nullptr ||
-      len != out.size()) {
-    throw std::runtime_error("HMAC(sha256) failed");
-  }
-  return out;
+  return HmacKey(key).mac(message);
 }
 
 std::string base64(const unsigned char* data, size_t len) {

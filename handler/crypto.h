@@ -1,8 +1,11 @@
 // Thin wrappers over OpenSSL 3: nothing here implements a primitive by hand.
 #pragma once
 
+#include <openssl/types.h>
+
 #include <array>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 
@@ -11,6 +14,28 @@ namespace ipayout::crypto {
 using Digest = std::array<unsigned char, 32>;
 
 Digest sha256(std::string_view data);
+// SHA-256 of the pieces one after another, as if joined: the signed text
+// "<timestamp>#<url>#<body>" is hashed without copying the body.
+Digest sha256(std::initializer_list<std::string_view> parts);
+
+// An HMAC-SHA256 key, set up once: OpenSSL derives the key's inner and outer
+// hash states when the key is set, and mac() starts from a copy of them. Built
+// when endpoints load, so a request pays two SHA-256 blocks, not a MAC fetch
+// and key setup. Immutable once built: threads share it (mac() only reads it).
+class HmacKey {
+ public:
+  explicit HmacKey(std::string_view key);
+  ~HmacKey();
+  HmacKey(const HmacKey&) = delete;
+  HmacKey& operator=(const HmacKey&) = delete;
+
+  Digest mac(const Digest& message) const;
+
+ private:
+  EVP_MAC_CTX* ctx_;
+};
+
+// One-off HMAC (tools and tests); the request path uses a prepared HmacKey.
 Digest hmac_sha256(std::string_view key, const Digest& message);
 
 std::string base64(const unsigned char* data, size_t len);  // standard, padded

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "crypto.h"
 #include "signature.h"
 
 namespace ipayout {
@@ -23,8 +24,9 @@ constexpr size_t kGeneratedTokenBytes = 32;  // 256 bits from the CSPRNG
 struct Endpoint {
   int64_t id = 0;
   std::string name;
-  std::string key;               // i-payout key: a secret, never logged
-  std::string notification_url;  // exactly as registered with i-payout; it is signed
+  std::string key;                              // i-payout key: a secret, never logged
+  std::shared_ptr<const crypto::HmacKey> hmac;  // `key`, prepared when endpoints load
+  std::string notification_url;                 // exactly as registered with i-payout; it is signed
   SignaturePolicy policy = SignaturePolicy::kRequired;
   int success_status = 200;
   std::string success_body;  // "" = default JSON; else a template with {status} and {id}

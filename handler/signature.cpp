@@ -51,14 +51,16 @@ bool accepted_by(SignaturePolicy p, SignatureVerdict v) {
   return v == SignatureVerdict::kValid || v == SignatureVerdict::kValidUnparsedTimestamp;
 }
 
+std::string compute_signature(const crypto::HmacKey& key, std::string_view timestamp,
+                              std::string_view notification_url, std::string_view body) {
+  crypto::Digest digest = crypto::sha256({timestamp, "#", notification_url, "#", body});
+  crypto::Digest mac = key.mac(digest);
+  return crypto::base64(mac.data(), mac.size());
+}
+
 std::string compute_signature(std::string_view key, std::string_view timestamp,
                               std::string_view notification_url, std::string_view body) {
-  std::string signed_text;
-  signed_text.reserve(timestamp.size() + notification_url.size() + body.size() + 2);
-  signed_text.append(timestamp).append("#").append(notification_url).append("#").append(body);
-  crypto::Digest digest = crypto::sha256(signed_text);
-  crypto::Digest mac = crypto::hmac_sha256(key, digest);
-  return crypto::base64(mac.data(), mac.size());
+  return compute_signature(crypto::HmacKey(key), timestamp, notification_url, body);
 }
 
 namespace {
@@ -150,7 +152,10 @@ SignatureVerdict verify_signature(const SignatureInput& in) {
   while (!got.empty() && (got.back() == ' ' || got.back() == '\t')) got.remove_suffix(1);
   while (!got.empty() && (got.front() == ' ' || got.front() == '\t')) got.remove_prefix(1);
   if (got.size() != 44) return SignatureVerdict::kInvalid;
-  std::string want = compute_signature(in.key, *in.timestamp, in.notification_url, in.body);
+  std::string want =
+      in.prepared_key
+          ? compute_signature(*in.prepared_key, *in.timestamp, in.notification_url, in.body)
+          : compute_signature(in.key, *in.timestamp, in.notification_url, in.body);
   if (!crypto::equal_constant_time(want, got)) return SignatureVerdict::kInvalid;
   std::optional<int64_t> ts = parse_timestamp(*in.timestamp);
   if (!ts) return SignatureVerdict::kValidUnparsedTimestamp;

@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "crypto.h"
+
 namespace ipayout {
 
 enum class SignaturePolicy { kRequired, kRecord, kOff };
@@ -29,6 +31,8 @@ std::optional<SignaturePolicy> parse_policy(std::string_view s);
 // Would the endpoint's policy let this verdict through?
 bool accepted_by(SignaturePolicy p, SignatureVerdict v);
 
+std::string compute_signature(const crypto::HmacKey& key, std::string_view timestamp,
+                              std::string_view notification_url, std::string_view body);
 std::string compute_signature(std::string_view key, std::string_view timestamp,
                               std::string_view notification_url, std::string_view body);
 
@@ -44,6 +48,8 @@ struct SignatureInput {
   std::string_view body;
   int64_t now;     // unix seconds
   int64_t window;  // seconds
+  // `key` prepared once (the endpoint's); nullptr: prepared here, per call.
+  const crypto::HmacKey* prepared_key = nullptr;
 };
 
 SignatureVerdict verify_signature(const SignatureInput& in);

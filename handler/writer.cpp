@@ -217,6 +217,7 @@ void Writer::refresh_endpoints(bool force) {
       ep.name = row[1].as<std::string>();
       pqxx::binarystring hash(row[2]);
       ep.key = row[3].as<std::string>();
+      ep.hmac = std::make_shared<const crypto::HmacKey>(ep.key);
       ep.notification_url = row[4].as<std::string>();
       ep.policy = parse_policy(row[5].as<std::string>()).value_or(SignaturePolicy::kRequired);
       ep.success_status = row[6].as<int>();

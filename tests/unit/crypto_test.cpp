@@ -56,6 +56,30 @@ TEST(HmacSha256, DifferentKeysGiveDifferentMacs) {
   EXPECT_NE(hmac_sha256("key-a", sha256("abc")), hmac_sha256("key-b", sha256("abc")));
 }
 
+TEST(HmacSha256, EmptyKeyKnownVector) {
+  // Python: hmac.new(b"", hashlib.sha256(b"abc").digest(), hashlib.sha256).
+  // (HmacKey stands in "\0" for the empty key: the same key once zero-padded.)
+  EXPECT_EQ(hex(hmac_sha256("", sha256("abc"))),
+            "0b18f2bc0fb546053597876e4b0fbe81378ec3ebeb5f811cec8fbba0b66497fa");
+}
+
+TEST(HmacKey, PreparedKeyGivesTheSameMacEveryTime) {
+  // mac() must start from the key's state on every call, never from the last
+  // message: a prepared key is shared by all requests of an endpoint.
+  const HmacKey key("Jefe");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(hex(key.mac(sha256("abc"))),
+              "232c2669cb503fb8cdcb22ab38171d82809faa9dd6ad5b92eab1ae43616b9924");
+    EXPECT_EQ(key.mac(sha256("other")), hmac_sha256("Jefe", sha256("other")));
+  }
+}
+
+TEST(Sha256, PiecesHashAsIfJoined) {
+  EXPECT_EQ(sha256({"12", "#", "https://x/y", "#", "{}"}), sha256("12#https://x/y#{}"));
+  EXPECT_EQ(sha256({"", "abc", ""}), sha256("abc"));
+  EXPECT_EQ(hex(sha256({})), hex(sha256("")));
+}
+
 TEST(Base64, Rfc4648PaddingCases) {
   EXPECT_EQ(b64(""), "");
   EXPECT_EQ(b64("f"), "Zg==");

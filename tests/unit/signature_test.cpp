@@ -35,6 +35,18 @@ TEST(Signature, WorkedExampleVerifies) {
   EXPECT_EQ(verify_signature(example()), SignatureVerdict::kValid);
 }
 
+TEST(Signature, PreparedKeyGivesTheSameVerdicts) {
+  // The request path verifies with the endpoint's prepared key, not `key`.
+  const crypto::HmacKey prepared(kKey);
+  SignatureInput in = example();
+  in.prepared_key = &prepared;
+  EXPECT_EQ(verify_signature(in), SignatureVerdict::kValid);
+  EXPECT_EQ(compute_signature(prepared, kTimestamp, kUrl, kBody), kSignature);
+  const crypto::HmacKey other("pk_test_other");
+  in.prepared_key = &other;  // the prepared key decides, whatever `key` says
+  EXPECT_EQ(verify_signature(in), SignatureVerdict::kInvalid);
+}
+
 TEST(Signature, OneByteOfBodyChangedIsInvalid) {
   SignatureInput in = example();
   std::string body(kBody);
