@@ -1,10 +1,22 @@
-// spdlog set up once: logfmt lines on stderr (journald keeps them), one level.
+// spdlog, set up once: logfmt lines on stderr (journald keeps them), one level.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 namespace ipayout {
 
+// Synchronous: the master and the admin subcommands write few lines.
 void setup_logging(const std::string& level);
+
+// In a worker, after fork (threads do not survive fork): request threads only
+// queue their line and one logging thread writes it, so a slow journal or a
+// full pipe never holds up an answer. When the queue is full the oldest
+// queued line is dropped, not the request; dropped lines are counted.
+void use_async_logging();
+size_t dropped_log_lines();
+
+// Writes out what is queued. Call before the process exits.
+void finish_logging();
 
 }  // namespace ipayout

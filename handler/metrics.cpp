@@ -65,6 +65,7 @@ struct Block {
   Histogram<kSecondsN> request_seconds;
   std::atomic<uint64_t> reconnects;
   std::atomic<uint64_t> worker_restarts;
+  std::atomic<uint64_t> log_lines_dropped;
   std::atomic<int64_t> queue_depth[kMaxWorkers];
   std::atomic<int64_t> db_connected[kMaxWorkers];  // -1 = slot unused
   std::atomic<int64_t> endpoints_loaded[kMaxWorkers];
@@ -196,6 +197,10 @@ void count_reconnect() {
 void count_worker_restart() {
   block()->worker_restarts.fetch_add(1, std::memory_order_relaxed);
 }
+
+void count_log_lines_dropped(uint64_t n) {
+  if (n) block()->log_lines_dropped.fetch_add(n, std::memory_order_relaxed);
+}
 void set_queue_depth(size_t depth) {
   block()->queue_depth[g_slot].store(static_cast<int64_t>(depth), std::memory_order_relaxed);
 }
@@ -280,6 +285,11 @@ std::string render() {
       "# HELP ipayout_worker_restarts_total Worker processes replaced after dying.\n"
       "# TYPE ipayout_worker_restarts_total counter\nipayout_worker_restarts_total";
   value(b->worker_restarts.load());
+  out +=
+      "# HELP ipayout_log_lines_dropped_total Log lines dropped because the log queue was full "
+      "(the journal or stderr reader fell behind; requests were not held up).\n"
+      "# TYPE ipayout_log_lines_dropped_total counter\nipayout_log_lines_dropped_total";
+  value(b->log_lines_dropped.load());
   out +=
       "# HELP ipayout_writer_queue_depth Events waiting for a commit, by worker.\n"
       "# TYPE ipayout_writer_queue_depth gauge\n";

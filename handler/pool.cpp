@@ -15,6 +15,7 @@
 #include <map>
 #include <thread>
 
+#include "log.h"
 #include "metrics.h"
 #include "readiness.h"
 #include "signals.h"
@@ -42,7 +43,10 @@ pid_t spawn_worker(const SettingsStore& store, int listen_fd, int slot,
   metrics::set_worker_slot(slot);
   metrics::set_db_connected(false);
   SettingsStore own(*store.get());  // the master's latest reload, then our own
-  _exit(run_worker(own, listen_fd, args));
+  use_async_logging();
+  int rc = run_worker(own, listen_fd, args);
+  finish_logging();
+  _exit(rc);
 }
 
 }  // namespace

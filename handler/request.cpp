@@ -77,8 +77,10 @@ std::optional<HttpResponse> check_body(const RequestHead& head, const Endpoint& 
   SignatureVerdict verdict = SignatureVerdict::kNotChecked;
   if (endpoint.policy != SignaturePolicy::kOff) {
     verdict = verify_signature({endpoint.key, endpoint.notification_url, head.x_timestamp,
-                                head.x_signature, body, now, settings.replay_window});
+                                head.x_signature, body, now, settings.replay_window,
+                                endpoint.hmac.get()});
   }
+  record.signature = to_string(verdict);  // for the row, the log line and the metrics
   if (!accepted_by(endpoint.policy, verdict)) {
     switch (verdict) {
       case SignatureVerdict::kMissing:
@@ -97,7 +99,6 @@ std::optional<HttpResponse> check_body(const RequestHead& head, const Endpoint& 
   record.event = std::move(parsed->event);
   record.dedup_key = std::move(parsed->dedup_key);
   record.jsonb_compatible = parsed->jsonb_compatible;
-  record.signature = to_string(verdict);
   return std::nullopt;
 }
 
@@ -137,7 +138,7 @@ bool valid_inet(std::string_view addr) {
   return true;
 }
 
-void log_request(const RequestHead& head, const Endpoint* endpoint, std::string_view event,
+void log_request(std::string_view remote, const Endpoint* endpoint, std::string_view event,
                  const char* signature, const StoreResult* stored, const HttpResponse& r,
                  double latency_ms) {
   std::string line = "msg=request endpoint=";
@@ -161,7 +162,7 @@ void log_request(const RequestHead& head, const Endpoint* endpoint, std::string_
   char latency[32];
   std::snprintf(latency, sizeof latency, " latency_ms=%.3f", latency_ms);
   line += latency;
-  if (valid_inet(head.remote_addr)) line += " remote=" + std::string(head.remote_addr);
+  if (!remote.empty()) line += " remote=" + std::string(remote);
   if (r.status >= 500)
     spdlog::warn(line);
   else
@@ -189,13 +190,6 @@ std::optional<HttpResponse> operator_response(const RequestHead& head, Writer& w
   return std::nullopt;
 }
 
-const char* signature_failure_reason(const std::string& error_code) {
-  if (error_code == "signature_missing") return "missing";
-  if (error_code == "signature_invalid") return "invalid";
-  if (error_code == "timestamp_out_of_window") return "expired";
-  return nullptr;
-}
-
 }  // namespace
 
 void handle_request(FCGX_Request& req, const Settings& settings, EndpointCache& endpoints,
@@ -217,6 +211,8 @@ void handle_request(FCGX_Request& req, const Settings& settings, EndpointCache& 
   std::optional<StoreResult> stored;
   std::optional<HttpResponse> response = std::move(hc.response);
   std::string event;  // kept for the log line: `record` is handed to the writer
+  // The client address as stored and logged; "" when nginx sent none or junk.
+  const std::string_view remote = valid_inet(head.remote_addr) ? head.remote_addr : "";
 
   if (!response) {
     switch (read_body(req, head.content_length, settings.body_limit,
@@ -239,7 +235,7 @@ void handle_request(FCGX_Request& req, const Settings& settings, EndpointCache& 
   }
   if (!response) {
     record.headers_json = headers_json(req);
-    if (valid_inet(head.remote_addr)) record.remote_addr = std::string(head.remote_addr);
+    record.remote_addr = std::string(remote);
     record.body = std::move(ts.body);  // the writer owns it now; the thread gets a new one
     event = record.event;
     stored = writer.store(std::move(record));
@@ -260,10 +256,10 @@ void handle_request(FCGX_Request& req, const Settings& settings, EndpointCache& 
   if (stored && stored->outcome == StoreOutcome::kDuplicate) {
     metrics::count_duplicate(hc.endpoint->id, hc.endpoint->name);
   }
-  if (const char* reason = signature_failure_reason(response->error_code)) {
-    metrics::count_signature_failure(reason);
+  if (response->status == 401 && record.signature) {
+    metrics::count_signature_failure(record.signature);  // missing, invalid or expired
   }
-  log_request(head, hc.endpoint, event, record.signature, stored ? &*stored : nullptr, *response,
+  log_request(remote, hc.endpoint, event, record.signature, stored ? &*stored : nullptr, *response,
               ms);
 }
 

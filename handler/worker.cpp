@@ -13,6 +13,8 @@
 
 #include "endpoints.h"
 #include "event.h"
+#include "log.h"
+#include "metrics.h"
 #include "request.h"
 #include "signals.h"
 #include "writer.h"
@@ -112,8 +114,12 @@ int run_worker(SettingsStore& store, int listen_fd, const std::vector<std::strin
   }
   spdlog::info("msg=\"worker started\" threads={}", settings.threads);
 
+  size_t dropped_reported = 0;
   while (signals::term_count == 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const size_t dropped = dropped_log_lines();
+    metrics::count_log_lines_dropped(dropped - dropped_reported);
+    dropped_reported = dropped;
     if (signals::hangup) {
       signals::hangup = 0;
       reload_settings(store, args);
@@ -135,6 +141,7 @@ int run_worker(SettingsStore& store, int listen_fd, const std::vector<std::strin
   for (;;) {
     if (signals::term_count >= 2) {
       spdlog::warn("msg=\"second SIGTERM, exiting at once\"");
+      finish_logging();
       _exit(1);
     }
     bool all_done = true, serving = false;
@@ -156,7 +163,7 @@ int run_worker(SettingsStore& store, int listen_fd, const std::vector<std::strin
   if (abandon_idle) {
     writer.stop();  // every request that was in flight has been answered
     spdlog::warn("msg=\"worker stopped, leaving idle FastCGI connections unanswered\"");
-    spdlog::default_logger()->flush();
+    finish_logging();
     _exit(0);  // the blocked threads cannot be joined
   }
   for (auto& t : threads) t->thread.join();
