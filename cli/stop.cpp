@@ -1,8 +1,9 @@
 #include "stop.h"
 
 #include <csignal>
-#include <cstring>
 #include <thread>
+
+#include "common/sigaction.h"
 
 namespace ipayout::events {
 namespace {
@@ -13,21 +14,12 @@ void on_stop(int) {
   g_stop = 1;
 }
 
-void set(int sig, void (*fn)(int)) {
-  struct sigaction sa;
-  std::memset(&sa, 0, sizeof sa);
-  sa.sa_handler = fn;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;
-  sigaction(sig, &sa, nullptr);
-}
-
 }  // namespace
 
 void install_stop_handlers() {
-  set(SIGINT, on_stop);
-  set(SIGTERM, on_stop);
-  set(SIGPIPE, SIG_IGN);
+  set_signal_handler(SIGINT, on_stop);
+  set_signal_handler(SIGTERM, on_stop);
+  set_signal_handler(SIGPIPE, SIG_IGN);
 }
 
 bool stop_requested() {

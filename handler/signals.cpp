@@ -1,6 +1,6 @@
 #include "signals.h"
 
-#include <cstring>
+#include "common/sigaction.h"
 
 namespace ipayout::signals {
 
@@ -21,27 +21,18 @@ void on_hup(int) {
 }
 void on_wake(int) {}
 
-void set(int sig, void (*fn)(int)) {
-  struct sigaction sa;
-  std::memset(&sa, 0, sizeof sa);
-  sa.sa_handler = fn;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;
-  sigaction(sig, &sa, nullptr);
-}
-
 }  // namespace
 
 void install() {
   term_count = 0;
   child_exited = 0;
   hangup = 0;
-  set(SIGTERM, on_term);
-  set(SIGINT, on_term);
-  set(SIGCHLD, on_child);
-  set(SIGHUP, on_hup);
-  set(kWakeSignal, on_wake);
-  set(SIGPIPE, SIG_IGN);
+  set_signal_handler(SIGTERM, on_term);
+  set_signal_handler(SIGINT, on_term);
+  set_signal_handler(SIGCHLD, on_child);
+  set_signal_handler(SIGHUP, on_hup);
+  set_signal_handler(kWakeSignal, on_wake);
+  set_signal_handler(SIGPIPE, SIG_IGN);
 }
 
 }  // namespace ipayout::signals
