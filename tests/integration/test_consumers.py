@@ -417,6 +417,33 @@ def test_seek_by_id_and_by_time_replays(stack, endpoint_id, reader, consumers):
             cur.execute("SELECT ipayout.seek(%s, %s::bigint)", (c, -1))
 
 
+
+def test_unknown_consumer_is_one_error(stack, endpoint_id, reader, consumers):
+    """ack and both seeks name a missing consumer the same way (SQLSTATE 42704,
+    one message); a missing event is reported first, as before."""
+    [e] = ingest_committed(stack, endpoint_id, [f"NOCONS.{tag()}"])
+    missing = "it-no-such-consumer-" + tag()
+    calls = [("SELECT ipayout.ack(%s, %s)", (missing, e)),
+             ("SELECT ipayout.seek(%s, %s::bigint)", (missing, e)),
+             ("SELECT ipayout.seek(%s, %s::timestamptz)", (missing, "-infinity")),
+             ("SELECT ipayout.seek(%s, %s::timestamptz)", (missing, "infinity"))]
+    for sql, params in calls:
+        with reader.cursor() as cur:
+            with pytest.raises(psycopg2.errors.UndefinedObject) as err:
+                cur.execute(sql, params)
+        assert err.value.diag.message_primary == f'no consumer named "{missing}"', sql
+    for sql in ("SELECT ipayout.ack(%s, %s)", "SELECT ipayout.seek(%s, %s::bigint)"):
+        with reader.cursor() as cur:
+            with pytest.raises(psycopg2.errors.NoDataFound) as err:
+                cur.execute(sql, (missing, -1))
+        assert err.value.diag.message_primary == "no event with id -1", sql
+    # An ack at or before an existing consumer's position is no error.
+    c = consumers("known")
+    with reader.cursor() as cur:
+        subscribe(cur, c, "end")
+        cur.execute("SELECT ipayout.ack(%s, %s)", (c, e))
+        assert cur.fetchone()[0] == e
+
 def test_retention_never_removes_unacked_events(stack, endpoint_id, db, consumers):
     c = consumers("retention")
     t = tag()
@@ -510,6 +537,9 @@ def test_reader_role_reads_and_consumes_but_cannot_write_or_see_secrets(
         ("SELECT * FROM ipayout.ingest(ARRAY[%s]::bigint[], '{X}', '{x}', '{\"{}\"}', '{t}', "
          "'{\"{}\"}', '{valid}', '{NULL}')", (endpoint_id,)),
         ("SELECT ipayout.purge('0 seconds', true)", ()),
+        # seek's internals: a reader moves a consumer only through seek and ack.
+        ("SELECT ipayout.set_consumer_position(%s, '0', 0)", (c,)),
+        ("SELECT ipayout.raise_no_consumer(%s)", (c,)),
         ("SELECT ipayout_key FROM ipayout.endpoints", ()),
         ("SELECT token_hash FROM ipayout.endpoints", ()),
         ("SELECT notification_url FROM ipayout.endpoints", ()),
