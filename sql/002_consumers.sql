@@ -57,6 +57,21 @@ BEGIN
   RAISE EXCEPTION 'no consumer named "%"', p_consumer USING ERRCODE = 'undefined_object';
 END $$;
 
+-- The feed position of event p_event_id: its txid. The one "no event" error
+-- (SQLSTATE P0002, no_data_found; ipayout-events tail matches on it) for ack
+-- and seek. Internal, like raise_no_consumer.
+CREATE OR REPLACE FUNCTION ipayout.event_txid(p_event_id bigint) RETURNS xid8
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_txid xid8;
+BEGIN
+  SELECT e.txid INTO v_txid FROM ipayout.events e WHERE e.id = p_event_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no event with id %', p_event_id USING ERRCODE = 'no_data_found';
+  END IF;
+  RETURN v_txid;
+END $$;
+
 -- Puts a consumer at (p_txid, p_id): the next poll returns what comes after it
 -- in feed order. The common end of both seek overloads. Internal, like
 -- raise_no_consumer: it runs with the privileges of its caller (seek runs as
@@ -136,12 +151,8 @@ END $$;
 CREATE OR REPLACE FUNCTION ipayout.ack(p_consumer text, p_event_id bigint) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-  v_txid xid8;
+  v_txid xid8 := ipayout.event_txid(p_event_id);
 BEGIN
-  SELECT e.txid INTO v_txid FROM ipayout.events e WHERE e.id = p_event_id;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'no event with id %', p_event_id USING ERRCODE = 'no_data_found';
-  END IF;
   -- An id poll has not returned yet (say, from a notification) may sit above
   -- events of older transactions still running: acking it would skip them.
   IF v_txid >= pg_snapshot_xmin(pg_current_snapshot()) THEN
@@ -162,14 +173,9 @@ END $$;
 -- after p_time. Replays events that were already acked.
 CREATE OR REPLACE FUNCTION ipayout.seek(p_consumer text, p_event_id bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  v_txid xid8;
 BEGIN
-  SELECT e.txid INTO v_txid FROM ipayout.events e WHERE e.id = p_event_id;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'no event with id %', p_event_id USING ERRCODE = 'no_data_found';
-  END IF;
-  PERFORM ipayout.set_consumer_position(p_consumer, v_txid, p_event_id - 1);
+  PERFORM ipayout.set_consumer_position(p_consumer, ipayout.event_txid(p_event_id),
+                                        p_event_id - 1);
 END $$;
 
 CREATE OR REPLACE FUNCTION ipayout.seek(p_consumer text, p_time timestamptz) RETURNS void
@@ -241,7 +247,8 @@ REVOKE ALL ON FUNCTION ipayout.read_after(xid8, bigint, integer, text),
               ipayout.poll(text, integer), ipayout.ack(text, bigint),
               ipayout.seek(text, bigint), ipayout.seek(text, timestamptz),
               ipayout.consumer_status(), ipayout.purge(interval, boolean, integer),
-              ipayout.raise_no_consumer(text), ipayout.set_consumer_position(text, xid8, bigint)
+              ipayout.raise_no_consumer(text), ipayout.event_txid(bigint),
+              ipayout.set_consumer_position(text, xid8, bigint)
   FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ipayout.feed_horizon(), ipayout.read_after(xid8, bigint, integer, text),
               ipayout.subscribe(text, text, text), ipayout.unsubscribe(text),

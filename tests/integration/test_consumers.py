@@ -540,6 +540,7 @@ def test_reader_role_reads_and_consumes_but_cannot_write_or_see_secrets(
         # seek's internals: a reader moves a consumer only through seek and ack.
         ("SELECT ipayout.set_consumer_position(%s, '0', 0)", (c,)),
         ("SELECT ipayout.raise_no_consumer(%s)", (c,)),
+        ("SELECT ipayout.event_txid(%s)", (e,)),
         ("SELECT ipayout_key FROM ipayout.endpoints", ()),
         ("SELECT token_hash FROM ipayout.endpoints", ()),
         ("SELECT notification_url FROM ipayout.endpoints", ()),
