@@ -14,7 +14,8 @@ import uuid
 import psycopg2
 import pytest
 
-from webhook import EVENTS_BIN
+from webhook import (EVENTS_BIN, post_event, stop_process, unsubscribe, wait_for_consumer,
+                     wait_readable)
 
 CLI = EVENTS_BIN
 FIELDS = {"id", "event", "endpoint", "received_at", "dedup_key", "signature", "payload"}
@@ -34,13 +35,6 @@ def json_lines(stdout):
 
 def mentions(line, endpoint):
     return f'"endpoint":"{endpoint.name}"' in line
-
-
-def post(endpoint, event="PAYMENT.COMPLETED", event_id=None, **extra):
-    body = {"event": event, "eventId": event_id or str(uuid.uuid4()), **extra}
-    r = endpoint.post(json.dumps(body).encode())
-    assert r.status == 200, r
-    return r.json()["id"], body
 
 
 class Tail:
@@ -128,56 +122,14 @@ def tails():
 
     yield start
     for t in started:
-        if t.proc.poll() is None:
-            t.proc.kill()
-            t.proc.wait(10)
+        stop_process(t.proc, signal.SIGKILL)
 
 
 @pytest.fixture
 def consumer(stack):
     name = "it-cli-" + uuid.uuid4().hex[:10]
     yield name
-    with psycopg2.connect(stack.database_url) as conn, conn.cursor() as cur:
-        cur.execute("SELECT ipayout.unsubscribe(%s)", (name,))
-    conn.close()
-
-
-def wait_for_consumer(stack, name, timeout=10):
-    """The CLI subscribes after LISTEN is in place: once its consumer exists,
-    an event posted now wakes it."""
-    deadline = time.time() + timeout
-    conn = psycopg2.connect(stack.database_url)
-    try:
-        with conn.cursor() as cur:
-            while time.time() < deadline:
-                cur.execute("SELECT 1 FROM ipayout.consumers WHERE name = %s", (name,))
-                conn.commit()
-                if cur.fetchone():
-                    return
-                time.sleep(0.05)
-    finally:
-        conn.close()
-    raise AssertionError(f"consumer {name} never appeared")
-
-
-def wait_readable(stack, ids, timeout=10):
-    """Committed is not yet readable: an event waits until every older writing
-    transaction has ended (an autoanalyze, for one, holds a transaction id for
-    a moment). Reads that must see just-posted events wait for that first."""
-    conn = psycopg2.connect(stack.database_url)
-    conn.autocommit = True
-    deadline = time.time() + timeout
-    try:
-        with conn.cursor() as cur:
-            while True:
-                cur.execute("SELECT bool_and(txid < ipayout.feed_horizon()) FROM ipayout.events "
-                            "WHERE id = ANY(%s)", (list(ids),))
-                if cur.fetchone()[0]:
-                    return
-                assert time.time() < deadline, f"events {ids} never became readable"
-                time.sleep(0.02)
-    finally:
-        conn.close()
+    unsubscribe(stack, name)
 
 
 def db_now(stack):
@@ -190,16 +142,17 @@ def db_now(stack):
 
 def test_tail_prints_json_lines_with_every_field(stack, endpoint):
     since = db_now(stack)
-    posted = [post(endpoint, event) for event in
+    posted = [post_event(endpoint, event) for event in
               ("PAYMENT.COMPLETED", "TRANSFER.CREATED", "PAYMENT.STATUS.UPDATED")]
     # Everything PostgreSQL has to escape, in each string field.
-    posted.append(post(endpoint, 'PAYMENT.\u00dcBER "quoted" \\ end',
-                       event_id=f'"{uuid.uuid4()}" \\ \u00e9', note="tab\t newline\n \u2028"))
+    posted.append(post_event(endpoint, 'PAYMENT.\u00dcBER "quoted" \\ end',
+                             event_id=f'"{uuid.uuid4()}" \\ \u00e9',
+                             note="tab\t newline\n \u2028"))
     # Valid JSON that jsonb cannot hold: stored with payload NULL.
     nul = json.dumps({"event": "PAYMENT.NUL", "eventId": str(uuid.uuid4()), "x": "a\u0000b"})
     r = endpoint.post(nul.encode())
     assert r.status == 200, r
-    wait_readable(stack, [i for i, _ in posted] + [r.json()["id"]])
+    wait_readable(stack.database_url, [i for i, _ in posted] + [r.json()["id"]])
     p = cli(stack, "tail", "--since", since)
     assert p.returncode == 0, p.stderr
     mine = [o for o in json_lines(p.stdout) if o["endpoint"] == endpoint.name]
@@ -229,7 +182,7 @@ def test_tail_follow_consumer_wakes_on_notify(stack, endpoint, tails, consumer):
     t = tails(stack, "--follow", "--consumer", consumer, "--poll-interval", "600")
     wait_for_consumer(stack, consumer)
     for _ in range(3):
-        event_id, _ = post(endpoint)
+        event_id, _ = post_event(endpoint)
         posted_at = time.monotonic()
         obj = t.next_for(endpoint, timeout=5)
         assert obj["id"] == event_id
@@ -240,7 +193,7 @@ def test_tail_follow_consumer_wakes_on_notify(stack, endpoint, tails, consumer):
 def test_tail_follow_survives_a_killed_connection(stack, endpoint, tails, consumer, db):
     t = tails(stack, "--follow", "--consumer", consumer, "--poll-interval", "600")
     wait_for_consumer(stack, consumer)
-    first, _ = post(endpoint)
+    first, _ = post_event(endpoint)
     assert t.next_for(endpoint)["id"] == first
 
     with db.cursor() as cur:
@@ -248,10 +201,10 @@ def test_tail_follow_survives_a_killed_connection(stack, endpoint, tails, consum
                     "WHERE application_name = 'ipayout-events' AND usename = 'ipayout_consumer'")
         assert cur.fetchall() == [(True,)]
     # Posted while the CLI may still be reconnecting: caught up on connect.
-    second, _ = post(endpoint)
+    second, _ = post_event(endpoint)
     assert t.next_for(endpoint)["id"] == second
     # And LISTEN is back: the next one comes by notification again, quickly.
-    third, _ = post(endpoint)
+    third, _ = post_event(endpoint)
     assert t.next_for(endpoint, timeout=5)["id"] == third
     t.assert_quiet(endpoint, 1.0)  # the first one was acked: never again
     assert t.stop() == 0
@@ -261,19 +214,19 @@ def test_tail_follow_survives_a_killed_connection(stack, endpoint, tails, consum
 def test_tail_consumer_restart_resumes_without_repeats(stack, endpoint, tails, consumer):
     t = tails(stack, "--follow", "--consumer", consumer)
     wait_for_consumer(stack, consumer)
-    before = [post(endpoint)[0] for _ in range(2)]
+    before = [post_event(endpoint)[0] for _ in range(2)]
     assert [t.next_for(endpoint)["id"] for _ in before] == before
     assert t.stop() == 0
 
-    during = [post(endpoint)[0] for _ in range(2)]  # nobody is reading
+    during = [post_event(endpoint)[0] for _ in range(2)]  # nobody is reading
     t2 = tails(stack, "--follow", "--consumer", consumer)
     assert [t2.next_for(endpoint)["id"] for _ in during] == during
     t2.assert_quiet(endpoint, 1.0)
     assert t2.stop() == 0
 
     # Without --follow: prints what is pending and exits 0; nothing is left.
-    after, _ = post(endpoint)
-    wait_readable(stack, [after])
+    after, _ = post_event(endpoint)
+    wait_readable(stack.database_url, [after])
     p = cli(stack, "tail", "--consumer", consumer)
     assert p.returncode == 0, p.stderr
     assert [o["id"] for o in json_lines(p.stdout)] == [after]
@@ -290,7 +243,7 @@ def test_tail_follow_reads_again_without_a_notification(stack, endpoint, tails, 
     try:
         with holder.cursor() as cur:
             cur.execute("SELECT pg_current_xact_id()")  # a transaction id, held open
-        event_id, _ = post(endpoint)
+        event_id, _ = post_event(endpoint)
         t.assert_quiet(endpoint, 1.5)
         holder.rollback()
         assert t.next_for(endpoint, timeout=5)["id"] == event_id
@@ -301,8 +254,8 @@ def test_tail_follow_reads_again_without_a_notification(stack, endpoint, tails, 
 
 def test_tail_follow_without_consumer(stack, endpoint, tails):
     t = tails(stack, "--follow", "--event", "TRANSFER.%", "--since", db_now(stack))
-    post(endpoint, "PAYMENT.COMPLETED")
-    transfer, _ = post(endpoint, "TRANSFER.CREATED")
+    post_event(endpoint, "PAYMENT.COMPLETED")
+    transfer, _ = post_event(endpoint, "TRANSFER.CREATED")
     assert t.next_for(endpoint)["id"] == transfer
     assert t.stop() == 0
 
@@ -311,8 +264,8 @@ def test_consumers_replay_subscribe_unsubscribe_purge(stack, endpoint, consumer)
     p = cli(stack, "subscribe", consumer, "--event", "PAYMENT.%")
     assert p.returncode == 0 and "created" in p.stdout, p.stderr
     assert "exists" in cli(stack, "subscribe", consumer).stdout
-    ids = [post(endpoint)[0] for _ in range(3)]
-    wait_readable(stack, ids)
+    ids = [post_event(endpoint)[0] for _ in range(3)]
+    wait_readable(stack.database_url, ids)
 
     table = cli(stack, "consumers").stdout.splitlines()
     assert table[0].split()[:4] == ["CONSUMER", "PATTERN", "POSITION", "PENDING"]
@@ -350,8 +303,8 @@ def test_consumers_replay_subscribe_unsubscribe_purge(stack, endpoint, consumer)
 
 def test_database_from_environment(stack, endpoint):
     since = db_now(stack)  # not from the beginning: other tests store 1024-deep JSON
-    event_id, _ = post(endpoint)
-    wait_readable(stack, [event_id])
+    event_id, _ = post_event(endpoint)
+    wait_readable(stack.database_url, [event_id])
     env = dict(os.environ, IPAYOUT_DATABASE=stack.info["CONSUMER_DATABASE_URL"])
     p = subprocess.run([str(CLI), "tail", "--since", since, "--event", "PAYMENT.%"],
                        capture_output=True, text=True, env=env, timeout=60)

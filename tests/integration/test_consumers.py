@@ -17,7 +17,7 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
-from webhook import create_endpoint
+from webhook import create_endpoint, wait_readable
 
 
 def reader_url(stack):
@@ -86,29 +86,17 @@ def ingest(cur, endpoint_id, names):
     return [r[0] for r in cur.fetchall()]
 
 
-def wait_readable(cur, ids, timeout=10):
-    """Committed is not yet readable: an event waits until every older writing
-    transaction has ended (an autoanalyze, for one, holds a transaction id for
-    a moment). Tests that poll right after a commit wait for that first."""
-    deadline = time.time() + timeout
-    while True:
-        cur.execute("SELECT bool_and(txid < ipayout.feed_horizon()) FROM ipayout.events "
-                    "WHERE id = ANY(%s)", (list(ids),))
-        if cur.fetchone()[0]:
-            return
-        assert time.time() < deadline, f"events {ids} never became readable"
-        time.sleep(0.02)
-
-
 def ingest_committed(stack, endpoint_id, names):
+    """Ingests and commits; returns the ids once poll can return them
+    (wait_readable: committed is not yet readable)."""
     conn = connect(stack.database_url)
     try:
         with conn.cursor() as cur:
             ids = ingest(cur, endpoint_id, names)
-            wait_readable(cur, ids)
-            return ids
     finally:
         conn.close()
+    wait_readable(stack.database_url, ids)
+    return ids
 
 
 def subscribe(cur, name, start="end", pattern="%"):
@@ -136,6 +124,17 @@ def tag():
     return uuid.uuid4().hex[:8].upper()
 
 
+def poll_ids_soon(cur, name, timeout=10):
+    """What poll returns once it returns anything (a just-committed event is
+    readable only when every older transaction has ended); [] after timeout."""
+    deadline = time.time() + timeout
+    got = []
+    while time.time() < deadline and not got:
+        got = poll_ids(cur, name)
+        time.sleep(0.05)
+    return got
+
+
 def test_out_of_order_commit_is_still_delivered(stack, endpoint_id, reader, consumers):
     """A lower id whose transaction commits after a higher id was read and acked
     is still delivered: feed order is (txid, id), read below the horizon."""
@@ -154,11 +153,7 @@ def test_out_of_order_commit_is_still_delivered(stack, endpoint_id, reader, cons
             b_conn.commit()
 
             # B is readable (its transaction is older than every running one) ...
-            deadline = time.time() + 10
-            got = []
-            while time.time() < deadline and not got:
-                got = poll_ids(r, c)
-                time.sleep(0.05)
+            got = poll_ids_soon(r, c)
             assert got == [id_b]
             ack(r, c, id_b)
             # ... and while A is open, nothing more, however often we ask.
@@ -166,11 +161,7 @@ def test_out_of_order_commit_is_still_delivered(stack, endpoint_id, reader, cons
             a_conn.commit()
 
             # A naive reader that remembered "last id = id_b" would never see A.
-            deadline = time.time() + 10
-            got = []
-            while time.time() < deadline and not got:
-                got = poll_ids(r, c)
-                time.sleep(0.05)
+            got = poll_ids_soon(r, c)
             assert got == [id_a]
             ack(r, c, id_a)
             assert poll_ids(r, c) == []

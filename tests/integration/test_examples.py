@@ -4,15 +4,15 @@ through nginx."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
-import time
 import uuid
 
 import psycopg2
 import pytest
 
-from webhook import ROOT
+from webhook import ROOT, post_event, stop_process, unsubscribe, wait_for_consumer, wait_readable
 
 EXAMPLES = ROOT / "examples"
 NODE_DIR = EXAMPLES / "node"
@@ -28,55 +28,10 @@ def test_readme_shows_the_example_verbatim(path):
 
 
 def post_events(endpoint, events):
-    ids = []
-    for event in events:
-        body = {"event": event, "eventId": str(uuid.uuid4()),
-                "data": {"paymentId": "PAY-" + uuid.uuid4().hex[:8], "status": "Completed"}}
-        r = endpoint.post(json.dumps(body).encode())
-        assert r.status == 200, r
-        ids.append(r.json()["id"])
-    return ids
-
-
-def wait_readable(db, ids, timeout=10):
-    """An event is readable once every older writing transaction has ended (an
-    autoanalyze, for one, holds a transaction id for a moment)."""
-    deadline = time.time() + timeout
-    with db.cursor() as cur:
-        while True:
-            cur.execute("SELECT bool_and(txid < ipayout.feed_horizon()) FROM ipayout.events "
-                        "WHERE id = ANY(%s)", (list(ids),))
-            if cur.fetchone()[0]:
-                return
-            assert time.time() < deadline, f"events {ids} never became readable"
-            time.sleep(0.02)
-
-
-def unsubscribe(stack, name):
-    conn = psycopg2.connect(stack.database_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT ipayout.unsubscribe(%s)", (name,))
-    conn.close()
-
-
-def wait_for_consumer(stack, name, proc, timeout=20):
-    """The examples subscribe right after LISTEN: from then on, a posted event
-    reaches them."""
-    conn = psycopg2.connect(stack.database_url)
-    conn.autocommit = True
-    try:
-        deadline = time.time() + timeout
-        with conn.cursor() as cur:
-            while time.time() < deadline:
-                assert proc.poll() is None, proc.communicate(timeout=5)
-                cur.execute("SELECT 1 FROM ipayout.consumers WHERE name = %s", (name,))
-                if cur.fetchone():
-                    return
-                time.sleep(0.05)
-    finally:
-        conn.close()
-    raise AssertionError(f"{name} never subscribed")
+    """Payments as the examples expect them (data.paymentId, data.status)."""
+    return [post_event(endpoint, event, data={"paymentId": "PAY-" + uuid.uuid4().hex[:8],
+                                              "status": "Completed"})[0]
+            for event in events]
 
 
 def test_psql_example_applies_each_event_exactly_once(stack, endpoint, db):
@@ -102,7 +57,7 @@ def test_psql_example_applies_each_event_exactly_once(stack, endpoint, db):
     try:
         payments = post_events(endpoint, ["PAYMENT.CREATED", "PAYMENT.COMPLETED"])
         transfer = post_events(endpoint, ["TRANSFER.CREATED"])  # filtered out by the pattern
-        wait_readable(db, payments + transfer)
+        wait_readable(stack.database_url, payments + transfer)
         p = run_example()
         assert p.returncode == 0, p.stderr
         assert applied() == payments
@@ -115,7 +70,7 @@ def test_psql_example_applies_each_event_exactly_once(stack, endpoint, db):
 
         # Two copies at once: poll locks the consumer, so one waits for the other.
         more = post_events(endpoint, ["PAYMENT.STATUS.UPDATED"] * 5)
-        wait_readable(db, more)
+        wait_readable(stack.database_url, more)
         results = [None, None]
 
         def run(i):
@@ -139,7 +94,7 @@ def run_listener(stack, endpoint, cmd, consumer, env, cwd=None):
     proc = subprocess.Popen(cmd, cwd=cwd, env=dict(os.environ, **env), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        wait_for_consumer(stack, consumer, proc)
+        wait_for_consumer(stack, consumer, proc, timeout=20)
         ids = post_events(endpoint, ["PAYMENT.COMPLETED", "TRANSFER.CREATED", "PAYMENT.CREATED"])
         out, err = proc.communicate(timeout=40)
         assert proc.returncode == 0, err
@@ -155,9 +110,7 @@ def run_listener(stack, endpoint, cmd, consumer, env, cwd=None):
             assert cur.fetchone()[0] == 0
         conn.close()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
+        stop_process(proc, signal.SIGKILL)
         unsubscribe(stack, consumer)
 
 

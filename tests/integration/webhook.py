@@ -1,15 +1,18 @@
 """Helpers for the integration tests: the i-payout signature, an HTTPS client for
-the stack's nginx, and the stack control script. Nothing here fakes a server."""
+the stack's nginx, the stack control script, posting events and waiting for
+readers. Nothing here fakes a server."""
 import base64
 import hashlib
 import hmac
 import http.client
 import json
 import os
+import signal
 import ssl
 import subprocess
 import time
 import urllib.parse
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,3 +144,86 @@ def create_endpoint(stack, name, key="pk_test_3f9a1c", policy="required"):
             return ep
         time.sleep(0.1)
     raise AssertionError(f"endpoint {name} never became visible to the workers")
+
+
+def post_event(endpoint, event="PAYMENT.COMPLETED", event_id=None, **fields):
+    """One delivery through nginx that must be stored (200). Returns the stored
+    id and the body sent."""
+    body = {"event": event, "eventId": event_id or str(uuid.uuid4()), **fields}
+    r = endpoint.post(json.dumps(body).encode())
+    assert r.status == 200, r
+    return r.json()["id"], body
+
+
+# psycopg2 is imported where it is used: bench/wakeup_latency.py imports this
+# module for sign() alone.
+
+def wait_readable(database_url, ids, timeout=10):
+    """Committed is not yet readable: an event waits until every older writing
+    transaction has ended (an autoanalyze, for one, holds a transaction id for
+    a moment). Reads that must see just-posted events wait for that first."""
+    import psycopg2
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    deadline = time.time() + timeout
+    try:
+        with conn.cursor() as cur:
+            while True:
+                cur.execute("SELECT bool_and(txid < ipayout.feed_horizon()) FROM ipayout.events "
+                            "WHERE id = ANY(%s)", (list(ids),))
+                if cur.fetchone()[0]:
+                    return
+                assert time.time() < deadline, f"events {ids} never became readable"
+                time.sleep(0.02)
+    finally:
+        conn.close()
+
+
+def wait_for_consumer(stack, name, proc=None, timeout=10):
+    """Readers (the CLI, the examples) subscribe once LISTEN is in place: from
+    the moment their consumer exists, an event posted wakes them. `proc`, the
+    reader's process, must not exit meanwhile."""
+    import psycopg2
+    conn = psycopg2.connect(stack.database_url)
+    conn.autocommit = True
+    try:
+        deadline = time.time() + timeout
+        with conn.cursor() as cur:
+            while time.time() < deadline:
+                assert proc is None or proc.poll() is None, proc.communicate(timeout=5)
+                cur.execute("SELECT 1 FROM ipayout.consumers WHERE name = %s", (name,))
+                if cur.fetchone():
+                    return
+                time.sleep(0.05)
+    finally:
+        conn.close()
+    raise AssertionError(f"consumer {name} never appeared")
+
+
+def unsubscribe(stack, name):
+    """Removes a test's consumer, so that none is left to hold back retention."""
+    import psycopg2
+    conn = psycopg2.connect(stack.database_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT ipayout.unsubscribe(%s)", (name,))
+    finally:
+        conn.close()
+
+
+def stop_process(proc, sig=signal.SIGTERM, timeout=15):
+    """Asks a process the test started to exit with `sig`, kills it if it is
+    still there after `timeout` seconds, and reaps it; returns its exit code.
+    For finally blocks: a test never leaves a process behind."""
+    if proc.poll() is None and sig != signal.SIGKILL:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    return proc.returncode
+
