@@ -15,7 +15,6 @@ import grp
 import os
 import pwd
 import re
-import signal
 import stat
 import subprocess
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from webhook import BIN, ROOT
+from webhook import BIN, ROOT, fcgi, stop_process
 
 PACKAGE = "ipayout-webhook"
 SERVICE = "ipayout-webhookd.service"
@@ -226,13 +225,6 @@ def test_units_verify_and_security_exposure(installed):
         f"README.md does not quote the score systemd-analyze gives ({m.group(1)})"
 
 
-def fcgi(method, path):
-    env = {"PATH": os.environ["PATH"], "REQUEST_METHOD": method, "DOCUMENT_URI": path}
-    p = subprocess.run(["cgi-fcgi", "-bind", "-connect", str(SOCKET)], env=env,
-                       capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
-    return p.stdout.decode(errors="replace")
-
-
 def test_packaged_daemon_serves_with_packaged_config(installed, stack, tmp_path):
     """No systemd here: run ExecStart's command line as the unit's User=, with the
     database pointed at the test stack through the environment (as an
@@ -259,7 +251,7 @@ def test_packaged_daemon_serves_with_packaged_config(installed, stack, tmp_path)
         deadline = time.time() + 15
         health = ""
         while time.time() < deadline and proc.poll() is None:
-            health = fcgi("GET", "/ipayout/health")
+            health = fcgi(SOCKET, "GET", "/ipayout/health", timeout=10).text
             if "Status: 200" in health:
                 break
             time.sleep(0.1)
@@ -270,16 +262,10 @@ def test_packaged_daemon_serves_with_packaged_config(installed, stack, tmp_path)
         assert stat.S_ISSOCK(os.stat(SOCKET).st_mode)
         assert pwd.getpwuid(os.stat(SOCKET).st_uid).pw_name == "ipayout-webhook"
 
-        put = fcgi("PUT", "/ipayout/webhooks/x")
+        put = fcgi(SOCKET, "PUT", "/ipayout/webhooks/x", timeout=10).text
         assert "Status: 405" in put and "Allow: POST" in put, put
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         log.close()
     assert proc.returncode == 0, log_text()
     assert "level=error" not in log_text()

@@ -25,41 +25,12 @@ from pathlib import Path
 import pytest
 
 from conftest import count_events
-from webhook import BIN, create_endpoint, sign
+from webhook import BIN, create_endpoint, fcgi, sign, stop_process
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 
 
 # ---------------------------------------------------------------- FastCGI
-
-class FcgiResponse:
-    def __init__(self, raw: bytes):
-        head, _, self.body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
-        self.headers = {}
-        for line in head.decode(errors="replace").splitlines():
-            k, _, v = line.partition(":")
-            self.headers[k.strip().lower()] = v.strip()
-        self.status = int(self.headers.get("status", "0").split()[0] or 0)
-
-    def json(self):
-        return json.loads(self.body)
-
-    def __repr__(self):
-        return f"<{self.status} {self.body[:200]!r}>"
-
-
-def fcgi(sock, method, path, body=b"", headers=None, timeout=30):
-    """One request, with the FastCGI parameters nginx/ipayout-webhook.conf sets."""
-    env = {"PATH": os.environ["PATH"], "REQUEST_METHOD": method, "DOCUMENT_URI": path,
-           "REQUEST_URI": path, "QUERY_STRING": "", "REMOTE_ADDR": "127.0.0.1",
-           "SERVER_PROTOCOL": "HTTP/1.1", "REQUEST_SCHEME": "https", "HTTPS": "on",
-           "CONTENT_TYPE": "application/json" if body else "",
-           "CONTENT_LENGTH": str(len(body)) if body else ""}
-    env.update(headers or {})
-    p = subprocess.run(["cgi-fcgi", "-bind", "-connect", str(sock)], env=env, input=body,
-                       capture_output=True, timeout=timeout)
-    return FcgiResponse(p.stdout)
-
 
 def post_signed(sock, ep, body: bytes):
     """A delivery as i-payout makes it, signed over the endpoint's notification URL."""
@@ -142,13 +113,8 @@ server_login_retry = 1
 
     def stop(self, sig=signal.SIGTERM):
         """SIGTERM: immediate shutdown, every connection dropped."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc, sig, timeout=10)
 
     def _answers(self):
         try:
@@ -245,13 +211,7 @@ def pool(bouncer, tmp_path):
         assert wait_for(lambda: proc.poll() is None and p.health().status == 200, 15), p.log()
         yield p
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         log.close()
     assert proc.returncode == 0, p.log()
 

@@ -11,15 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from webhook import BIN, create_endpoint
+from webhook import BIN, create_endpoint, fcgi, stop_process
 
 
-def fcgi_get(sock_path, timeout=10):
-    """One FastCGI GET with libfcgi's cgi-fcgi client: the worker answers 405."""
-    env = {"REQUEST_METHOD": "GET", "DOCUMENT_URI": "/ipayout/webhooks/x", "PATH": os.environ["PATH"]}
-    p = subprocess.run(["cgi-fcgi", "-bind", "-connect", sock_path], env=env,
-                       capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    return p.stdout.decode(errors="replace")
+def fcgi_get(sock_path):
+    """A GET on the webhook path, straight to the pool: a worker answers 405."""
+    return fcgi(sock_path, "GET", "/ipayout/webhooks/x", timeout=10).text
 
 
 def wait_for(predicate, timeout):
@@ -35,16 +32,6 @@ def worker_url(stack):
     return stack.info["WORKER_DATABASE_URL"]
 
 
-def stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def test_spawn_fcgi_socket_on_fd0(stack, tmp_path):
     sock = str(tmp_path / "spawn.sock")
     log = open(tmp_path / "log", "w+")
@@ -56,7 +43,7 @@ def test_spawn_fcgi_socket_on_fd0(stack, tmp_path):
         out = fcgi_get(sock)
         assert "Status: 405" in out and "Allow: POST" in out, out
     finally:
-        stop(proc)
+        stop_process(proc)
     log.seek(0)
     text = log.read()
     assert "inherited socket on fd 0" in text, text
@@ -84,7 +71,7 @@ def test_systemd_socket_activation_and_readiness(stack, tmp_path):
         while not any("READY=1" in m for m in messages):
             messages.append(notify.recv(4096).decode())
     finally:
-        stop(proc)
+        stop_process(proc)
         notify.close()
     log.seek(0)
     assert "socket from systemd" in log.read()
@@ -105,7 +92,7 @@ def test_not_ready_while_database_is_down(tmp_path):
                 assert "READY=1" not in notify.recv(4096).decode()
         assert proc.poll() is None, "the pool must keep running (answering 503) without a database"
     finally:
-        stop(proc)
+        stop_process(proc)
         notify.close()
 
 

@@ -1,6 +1,6 @@
 """Helpers for the integration tests: the i-payout signature, an HTTPS client for
-the stack's nginx, the stack control script, posting events and waiting for
-readers. Nothing here fakes a server."""
+the stack's nginx, the stack control script, FastCGI straight to a pool, posting
+events and waiting for readers. Nothing here fakes a server."""
 import base64
 import hashlib
 import hmac
@@ -227,3 +227,38 @@ def stop_process(proc, sig=signal.SIGTERM, timeout=15):
         proc.wait()
     return proc.returncode
 
+
+# ---------------------------------------------------------------- FastCGI
+
+class FcgiResponse:
+    """A response as cgi-fcgi prints it (CGI headers, a blank line, the body)."""
+
+    def __init__(self, raw: bytes):
+        self.text = raw.decode(errors="replace")
+        head, _, self.body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
+        self.headers = {}
+        for line in head.decode(errors="replace").splitlines():
+            k, _, v = line.partition(":")
+            self.headers[k.strip().lower()] = v.strip()
+        self.status = int(self.headers.get("status", "0").split()[0] or 0)
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<{self.status} {self.body[:200]!r}>"
+
+
+def fcgi(sock, method, path, body=b"", headers=None, timeout=30):
+    """One request straight to a pool's socket (no nginx) with libfcgi's
+    cgi-fcgi, with the FastCGI parameters nginx/ipayout-webhook.conf sets.
+    headers: more parameters (HTTP_X_SIGNATURE, ...)."""
+    env = {"PATH": os.environ["PATH"], "REQUEST_METHOD": method, "DOCUMENT_URI": path,
+           "REQUEST_URI": path, "QUERY_STRING": "", "REMOTE_ADDR": "127.0.0.1",
+           "SERVER_PROTOCOL": "HTTP/1.1", "REQUEST_SCHEME": "https", "HTTPS": "on",
+           "CONTENT_TYPE": "application/json" if body else "",
+           "CONTENT_LENGTH": str(len(body)) if body else ""}
+    env.update(headers or {})
+    p = subprocess.run(["cgi-fcgi", "-bind", "-connect", str(sock)], env=env, input=body,
+                       capture_output=True, timeout=timeout)
+    return FcgiResponse(p.stdout)
