@@ -188,6 +188,58 @@ def sleep_until(t):
         time.sleep(delay)
 
 
+def first_ack_after(led, t, what, timeout=10):
+    """When the first 2xx for a request started at or after `t` completed: the
+    service healed from a fault that ended at `t` (`what`). The ledger's own
+    times, so how often this polls does not change the recovery measured."""
+    ack = led.first_ack_after(t)
+    while ack is None and time.monotonic() < t + timeout:
+        time.sleep(0.01)
+        ack = led.first_ack_after(t)
+    assert ack is not None, f"no 2xx within {timeout} s of {what}"
+    return ack
+
+
+class HeldFault:
+    """A fault put in place under load for a while, then removed: when it was
+    in place (start, end), when removing it was done (removed), and how long
+    after that the first 2xx came (recovery)."""
+
+    def __init__(self, led, inject, remove, during):
+        """inject(), then during() (the test's probes, or a sleep), then
+        remove(), also when inject() or during() failed (a fault half in place
+        is still one to remove)."""
+        try:
+            inject()
+            self.start = time.monotonic()
+            during()
+            self.end = time.monotonic()
+        finally:
+            remove()
+        self.removed = time.monotonic()
+        self.recovery = first_ack_after(led, self.removed, "the fault's removal") - self.removed
+
+
+def start_postgres(stack):
+    """pg-start, run in the background so the moment PostgreSQL first accepts a
+    connection is seen (scripts/stack returns later). Returns (when pg-start
+    was run, when PostgreSQL accepted)."""
+    t_cmd = time.monotonic()
+    starter = threading.Thread(target=stack_cmd, args=(stack, "pg-start"))
+    starter.start()
+    t_back = wait_for_postgres(stack)
+    starter.join(60)
+    return t_cmd, t_back
+
+
+def finish_load(led, seconds):
+    """At least `seconds` of load, and past the last fault; then the ledger's
+    report (redelivery and the table check included)."""
+    sleep_until(led.t_start + seconds)
+    led.stop()
+    return led.finish()
+
+
 # ---------------------------------------------------------------- worker SIGKILL
 
 def test_sigkill_workers_under_load(stack):
@@ -238,9 +290,7 @@ def test_sigkill_workers_under_load(stack):
             assert log.wait_for(f'pid={pid} msg="endpoints loaded"', 5), "replacement never served"
         serving.append(time.monotonic() - t_kill)
         sleep_until(t_kill + 1.3)
-    sleep_until(led.t_start + seconds)  # at least `seconds` of load, and past the last fault
-    led.stop()
-    rep = led.finish()
+    rep = finish_load(led, seconds)
     print(f"rounds={rounds} ({all_at_once} killing every worker) kills={kills} replaced: max "
           f"{max(replaced):.3f} s, serving (endpoints loaded): max {max(serving):.3f} s")
     assert_promise_kept(rep)
@@ -322,20 +372,12 @@ def test_postgres_restart_under_load(stack):
             t_down = time.monotonic()
             outages += 1
             time.sleep(down_for)
-            t_start_cmd = time.monotonic()
-            starter = threading.Thread(target=stack_cmd, args=(stack, "pg-start"))
-            starter.start()
-            t_back = wait_for_postgres(stack)
-            starter.join(60)
+            t_start_cmd, t_back = start_postgres(stack)
             # Answers to requests made entirely while PostgreSQL was down.
             down = [r for r in led.window(t_down, t_start_cmd) if r.t1 <= t_start_cmd]
             down_answers += down
-            deadline = t_back + 10
-            while led.first_ack_after(t_back) is None and time.monotonic() < deadline:
-                time.sleep(0.01)
-            ack = led.first_ack_after(t_back)
-            assert ack is not None, "no 2xx within 10 s of PostgreSQL being back"
-            recoveries.append(max(0.0, ack - t_back))
+            ack = first_ack_after(led, t_back, "PostgreSQL being back")
+            recoveries.append(ack - t_back)
             print(f"outage {outages}: down {t_start_cmd - t_down:.1f} s, "
                   f"200 again {recoveries[-1] * 1000:.0f} ms after PostgreSQL accepted connections")
             if not LONG:
@@ -343,9 +385,7 @@ def test_postgres_restart_under_load(stack):
             sleep_until(cycle + period)
     finally:
         stack_cmd(stack, "pg-start")
-    sleep_until(led.t_start + seconds)  # at least `seconds` of load, and past the last fault
-    led.stop()
-    rep = led.finish()
+    rep = finish_load(led, seconds)
     assert_promise_kept(rep)
     failures_are_503(rep)
     assert down_answers, "no request completed while PostgreSQL was down"
@@ -378,17 +418,9 @@ def test_pool_starts_while_postgres_is_down_under_load(stack):
                 led = ledger_for(stack, ep, seconds + 60).start()
             cycles += 1
             time.sleep(2.0)
-            t_start_cmd = time.monotonic()
-            starter = threading.Thread(target=stack_cmd, args=(stack, "pg-start"))
-            starter.start()
-            t_back = wait_for_postgres(stack)
-            starter.join(60)
-            deadline = t_back + 10
-            while led.first_ack_after(t_back) is None and time.monotonic() < deadline:
-                time.sleep(0.01)
-            ack = led.first_ack_after(t_back)
-            assert ack is not None, "no 2xx within 10 s of PostgreSQL being back"
-            recoveries.append(max(0.0, ack - t_back))
+            t_start_cmd, t_back = start_postgres(stack)
+            ack = first_ack_after(led, t_back, "PostgreSQL being back")
+            recoveries.append(ack - t_back)
             down += [r for r in led.window(t_pool, t_start_cmd) if r.t1 <= t_start_cmd]
             if not LONG or time.monotonic() - led.t_start > seconds - period:
                 break
@@ -462,45 +494,37 @@ def test_slow_postgres_bounded_waits(stack, short_timeouts_pool):
         cycles = 0
         while cycles == 0 or time.monotonic() - led.t_start < seconds - (2 * hold + 4):
             cycles += 1
-            sleep_until(time.monotonic() + 1.0)
             # 1. A session holds ACCESS EXCLUSIVE on the events table.
             locker = superuser(stack)
             locker.autocommit = False
-            with locker.cursor() as cur:
-                cur.execute("LOCK TABLE ipayout.events IN ACCESS EXCLUSIVE MODE")
-            t0 = time.monotonic()
-            during_fault(t0 + hold)
-            locker.rollback()
-            locker.close()
-            t_release = time.monotonic()
-            windows.append((t0, t_release))
-            ack = None
-            while ack is None and time.monotonic() < t_release + 10:
-                time.sleep(0.02)
-                ack = led.first_ack_after(t_release)
-            recoveries.append(ack - t_release)
-            time.sleep(1.0)
+
+            def lock():
+                with locker.cursor() as cur:
+                    cur.execute("LOCK TABLE ipayout.events IN ACCESS EXCLUSIVE MODE")
+
+            def unlock():
+                locker.rollback()
+                locker.close()
+
             # 2. Every insert statement sleeps longer than statement_timeout.
-            with db.cursor() as cur:
-                cur.execute(
-                    "CREATE OR REPLACE FUNCTION public.ipayout_fault_slow() RETURNS trigger "
-                    "LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(%s); RETURN NULL; END $$",
-                    (t["commit_timeout_ms"] / 1000.0 + 1.0,))
-                cur.execute("CREATE TRIGGER ipayout_fault_slow BEFORE INSERT ON ipayout.events "
-                            "FOR EACH STATEMENT EXECUTE FUNCTION public.ipayout_fault_slow()")
-            t0 = time.monotonic()
-            try:
-                during_fault(t0 + hold)
-            finally:
+            def slow_inserts():
+                with db.cursor() as cur:
+                    cur.execute(
+                        "CREATE OR REPLACE FUNCTION public.ipayout_fault_slow() RETURNS trigger "
+                        "LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(%s); RETURN NULL; END $$",
+                        (t["commit_timeout_ms"] / 1000.0 + 1.0,))
+                    cur.execute("CREATE TRIGGER ipayout_fault_slow BEFORE INSERT ON ipayout.events "
+                                "FOR EACH STATEMENT EXECUTE FUNCTION public.ipayout_fault_slow()")
+
+            def fast_inserts():
                 with db.cursor() as cur:
                     cur.execute("DROP TRIGGER IF EXISTS ipayout_fault_slow ON ipayout.events")
-            t_release = time.monotonic()
-            windows.append((t0, t_release))
-            ack = None
-            while ack is None and time.monotonic() < t_release + 10:
-                time.sleep(0.02)
-                ack = led.first_ack_after(t_release)
-            recoveries.append(ack - t_release)
+
+            for inject, remove in ((lock, unlock), (slow_inserts, fast_inserts)):
+                time.sleep(1.0)  # load without a fault first
+                f = HeldFault(led, inject, remove, lambda: during_fault(time.monotonic() + hold))
+                windows.append((f.start, f.removed))
+                recoveries.append(f.recovery)
             if not LONG:
                 break
     finally:
@@ -508,9 +532,7 @@ def test_slow_postgres_bounded_waits(stack, short_timeouts_pool):
             cur.execute("DROP TRIGGER IF EXISTS ipayout_fault_slow ON ipayout.events")
             cur.execute("DROP FUNCTION IF EXISTS public.ipayout_fault_slow()")
         db.close()
-    sleep_until(led.t_start + seconds)  # at least `seconds` of load, and past the last fault
-    led.stop()
-    rep = led.finish()
+    rep = finish_load(led, seconds)
     in_fault = [r for a, b in windows for r in led.window(a, b)]
     worst = max(r.latency_ms for r in in_fault) / 1000.0
     bound = t["request_timeout_ms"] / 1000.0 + 1.5
@@ -628,29 +650,16 @@ def test_disk_full_under_load(stack, fault):
             cycle = time.monotonic() + 1.0
             sleep_until(cycle)
             f = fault(db)
-            try:
-                f.inject()
-                cycles += 1
-                t0 = time.monotonic()
-                time.sleep(hold)
-                t_end = time.monotonic()
-            finally:
-                f.remove()
-            t_release = time.monotonic()
-            windows.append((t0, t_end))
-            ack = None
-            while ack is None and time.monotonic() < t_release + 10:
-                time.sleep(0.02)
-                ack = led.first_ack_after(t_release)
-            recoveries.append(ack - t_release)
+            held = HeldFault(led, f.inject, f.remove, lambda: time.sleep(hold))
+            cycles += 1
+            windows.append((held.start, held.end))
+            recoveries.append(held.recovery)
             if not LONG:
                 break
             sleep_until(cycle + period)
     finally:
         db.close()
-    sleep_until(led.t_start + seconds)  # at least `seconds` of load, and past the last fault
-    led.stop()
-    rep = led.finish()
+    rep = finish_load(led, seconds)
     # Requests made entirely while the fault was in place.
     in_fault = [r for a, b in windows for r in led.window(a, b) if r.t1 <= b]
     print(f"during the fault: {len(in_fault)} requests: "
@@ -689,9 +698,7 @@ def test_nginx_reload_under_load(stack):
         stack_cmd(stack, "nginx-reload")
         reloads += 1
         sleep_until(t + 1.0)
-    sleep_until(led.t_start + seconds)  # at least `seconds` of load, and past the last fault
-    led.stop()
-    rep = led.finish()
+    rep = finish_load(led, seconds)
     assert_promise_kept(rep)
     assert reloads >= 3
     assert rep["not_acknowledged_during_load"] == 0, rep["by_status"]
@@ -714,9 +721,7 @@ def test_pool_sighup_reload_under_load(stack):
         os.kill(master, signal.SIGHUP)
         hups += 1
         time.sleep(0.2)
-    sleep_until(led.t_start + seconds)
-    led.stop()
-    rep = led.finish()
+    rep = finish_load(led, seconds)
     assert_promise_kept(rep)
     assert rep["not_acknowledged_during_load"] == 0, rep["by_status"]
     assert sorted(workers_of(master)) == pids, "a worker was replaced"
@@ -778,11 +783,7 @@ def test_pool_sigterm_restart_under_load(stack):
             stack_cmd(stack, "pool-start")
             t_started = time.monotonic()
             restarts += 1
-            ack = None
-            while ack is None and time.monotonic() < t_started + 10:
-                time.sleep(0.02)
-                ack = led.first_ack_after(t_started)
-            assert ack is not None, "no 2xx within 10 s of pool-start"
+            ack = first_ack_after(led, t_started, "pool-start")
             downtimes.append(ack - t_term)
             drains.append(t_stopped - t_term)
             print(f"restart {restarts}: drain {t_stopped - t_term:.2f} s, start "
@@ -790,9 +791,7 @@ def test_pool_sigterm_restart_under_load(stack):
             sleep_until(cycle + period)
     finally:
         stack_cmd(stack, "pool-start")
-    sleep_until(led.t_start + seconds)  # at least `seconds` of load, and past the last fault
-    led.stop()
-    rep = led.finish()
+    rep = finish_load(led, seconds)
     assert_promise_kept(rep)
     failures_are_503(rep)
     stopped = log.text().count("pool stopped")
