@@ -96,6 +96,19 @@ BodyStatus read_body(FCGX_Request& req, std::optional<size_t> content_length, si
   return BodyStatus::kOk;
 }
 
+bool finish_input(FCGX_Request& req) {
+  // Enough for any error answered before the body was read that nginx let
+  // through; beyond this, closing the connection is cheaper than reading.
+  constexpr int kMaxDiscard = 64 * 1024;
+  char buf[4096];
+  for (int total = 0; total <= kMaxDiscard;) {
+    int n = FCGX_GetStr(buf, sizeof buf, req.in);
+    if (n <= 0) return FCGX_HasSeenEOF(req.in) && !FCGX_GetError(req.in);
+    total += n;
+  }
+  return false;
+}
+
 void write_response(FCGX_Request& req, const HttpResponse& r) {
   std::string head;
   head.reserve(160);

@@ -41,4 +41,9 @@ BodyStatus read_body(FCGX_Request& req, std::optional<size_t> content_length, si
 
 void write_response(FCGX_Request& req, const HttpResponse& r);
 
+// Reads what is left of the request body (an answer given before reading it,
+// or the empty record that ends it) and drops it. True if the body ended, so
+// the connection can carry the next request; false after a small cap.
+bool finish_input(FCGX_Request& req);
+
 }  // namespace ipayout

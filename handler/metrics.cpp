@@ -66,6 +66,7 @@ struct Block {
   std::atomic<uint64_t> reconnects;
   std::atomic<uint64_t> worker_restarts;
   std::atomic<uint64_t> log_lines_dropped;
+  std::atomic<uint64_t> fastcgi_connections;
   std::atomic<int64_t> queue_depth[kMaxWorkers];
   std::atomic<int64_t> db_connected[kMaxWorkers];  // -1 = slot unused
   std::atomic<int64_t> endpoints_loaded[kMaxWorkers];
@@ -198,6 +199,10 @@ void count_worker_restart() {
   block()->worker_restarts.fetch_add(1, std::memory_order_relaxed);
 }
 
+void count_fastcgi_connection() {
+  block()->fastcgi_connections.fetch_add(1, std::memory_order_relaxed);
+}
+
 void count_log_lines_dropped(uint64_t n) {
   if (n) block()->log_lines_dropped.fetch_add(n, std::memory_order_relaxed);
 }
@@ -290,6 +295,11 @@ std::string render() {
       "(the journal or stderr reader fell behind; requests were not held up).\n"
       "# TYPE ipayout_log_lines_dropped_total counter\nipayout_log_lines_dropped_total";
   value(b->log_lines_dropped.load());
+  out +=
+      "# HELP ipayout_fastcgi_connections_total FastCGI connections accepted from nginx (with "
+      "upstream keepalive, far fewer than requests).\n"
+      "# TYPE ipayout_fastcgi_connections_total counter\nipayout_fastcgi_connections_total";
+  value(b->fastcgi_connections.load());
   out +=
       "# HELP ipayout_writer_queue_depth Events waiting for a commit, by worker.\n"
       "# TYPE ipayout_writer_queue_depth gauge\n";

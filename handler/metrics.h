@@ -27,6 +27,7 @@ void observe_batch(size_t events, double commit_seconds);
 void count_reconnect();
 void count_worker_restart();
 void count_log_lines_dropped(uint64_t n);
+void count_fastcgi_connection();
 void set_queue_depth(size_t depth);
 void set_db_connected(bool up);
 void set_endpoints_loaded(size_t n);

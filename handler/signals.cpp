@@ -19,7 +19,6 @@ void on_child(int) {
 void on_hup(int) {
   hangup = 1;
 }
-void on_wake(int) {}
 
 }  // namespace
 
@@ -31,7 +30,6 @@ void install() {
   set_signal_handler(SIGINT, on_term);
   set_signal_handler(SIGCHLD, on_child);
   set_signal_handler(SIGHUP, on_hup);
-  set_signal_handler(kWakeSignal, on_wake);
   set_signal_handler(SIGPIPE, SIG_IGN);
 }
 

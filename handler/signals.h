@@ -10,10 +10,9 @@ extern volatile sig_atomic_t term_count;
 extern volatile sig_atomic_t child_exited;
 extern volatile sig_atomic_t hangup;
 
-// SIGTERM/SIGINT/SIGCHLD/SIGHUP set the flags above; SIGUSR2 does nothing but
-// interrupt a blocking accept(); SIGPIPE is ignored (a client that went away
-// is a failed write, not a dead process). No SA_RESTART, on purpose.
+// SIGTERM/SIGINT/SIGCHLD/SIGHUP set the flags above; SIGPIPE is ignored (a
+// client that went away is a failed write, not a dead process). No
+// SA_RESTART, on purpose: the master's sleep ends when a signal arrives.
 void install();
-constexpr int kWakeSignal = SIGUSR2;
 
 }  // namespace ipayout::signals

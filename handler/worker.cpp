@@ -1,16 +1,18 @@
 #include "worker.h"
 
 #include <fcgiapp.h>
-#include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <thread>
 #include <vector>
 
+#include "connections.h"
 #include "endpoints.h"
 #include "event.h"
 #include "log.h"
@@ -22,34 +24,23 @@
 namespace ipayout {
 namespace {
 
-// Where each request thread is, so a drain interrupts only threads blocked in
-// accept() and never one that is reading or answering a request.
-enum ThreadPhase : int { kStarting, kAccepting, kServing, kDone };
+// How long idle kept-alive connections may still bring a request once a drain
+// starts: nginx may have picked one from its cache just before we close it.
+constexpr std::chrono::milliseconds kIdleGrace{250};
 
-struct RequestThread {
-  std::thread thread;
-  std::atomic<int> phase{kStarting};
-};
-
-std::atomic<bool> g_stopping{false};
-
-void serve(RequestThread& self, int listen_fd, SettingsStore& store,
-           const std::vector<DedupRule>& rules, EndpointCache& endpoints, Writer& writer) {
+void serve(Connections& connections, SettingsStore& store, const std::vector<DedupRule>& rules,
+           EndpointCache& endpoints, Writer& writer) {
   ThreadState ts(*store.get(), rules);
   FCGX_Request req;
-  FCGX_InitRequest(&req, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR);
-  while (!g_stopping.load()) {
-    self.phase.store(kAccepting);
-    if (g_stopping.load()) break;
-    int rc = FCGX_Accept_r(&req);
-    self.phase.store(kServing);
-    if (rc < 0) {
-      if (g_stopping.load()) break;
-      if (rc == -EINTR) continue;
-      spdlog::error("msg=\"accept failed\" rc={}", rc);
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      continue;
-    }
+  for (int fd; (fd = connections.next()) >= 0;) {
+    // libfcgi reads this connection only: no listening socket (-1), so if the
+    // connection turns out to be closed it returns an error instead of
+    // accepting. keepConnection set: the Finish at the top of FCGX_Accept_r
+    // must not close the descriptor we just gave it.
+    FCGX_InitRequest(&req, -1, 0);
+    req.ipcFd = fd;
+    req.keepConnection = 1;
+    if (FCGX_Accept_r(&req) < 0) continue;  // nginx closed it; libfcgi closed our end
     // One settings snapshot per request: a SIGHUP never mixes old and new values.
     std::shared_ptr<const Settings> settings = store.get();
     try {
@@ -61,10 +52,15 @@ void serve(RequestThread& self, int listen_fd, SettingsStore& store,
       r.retry_after = settings->retry_after;
       write_response(req, r);
     }
+    // Kept only if nginx asked to keep it and the request was read to its end:
+    // a body left unread would be taken for the next request.
+    if (!finish_input(req)) req.keepConnection = 0;
     FCGX_Finish_r(&req);
+    if (req.ipcFd >= 0) {
+      connections.give_back(req.ipcFd);
+      req.ipcFd = -1;
+    }
   }
-  FCGX_Free(&req, 1);
-  self.phase.store(kDone);
 }
 
 }  // namespace
@@ -103,13 +99,18 @@ int run_worker(SettingsStore& store, int listen_fd, const std::vector<std::strin
   EndpointCache endpoints;
   Writer writer(store, endpoints);
   writer.start();
+  Connections connections(listen_fd);
+  if (!connections.start()) {
+    spdlog::critical("msg=\"cannot watch the FastCGI socket\" error=\"{}\"", std::strerror(errno));
+    return 1;
+  }
 
-  std::vector<std::unique_ptr<RequestThread>> threads;
+  std::vector<std::thread> threads;
+  std::atomic<int> threads_done{0};
   for (int i = 0; i < settings.threads; ++i) {
-    threads.push_back(std::make_unique<RequestThread>());
-    RequestThread& t = *threads.back();
-    t.thread = std::thread([&t, listen_fd, &store, &rules, &endpoints, &writer] {
-      serve(t, listen_fd, store, rules.value(), endpoints, writer);
+    threads.emplace_back([&connections, &store, &rules, &endpoints, &writer, &threads_done] {
+      serve(connections, store, rules.value(), endpoints, writer);
+      threads_done.fetch_add(1);
     });
   }
   spdlog::info("msg=\"worker started\" threads={}", settings.threads);
@@ -127,46 +128,20 @@ int run_worker(SettingsStore& store, int listen_fd, const std::vector<std::strin
     }
   }
 
-  // Drain: stop accepting, let in-flight requests finish, flush the writer.
+  // Drain: stop accepting, answer every request already here, flush the writer.
   spdlog::info("msg=\"worker draining\"");
-  g_stopping.store(true);
-  FCGX_ShutdownPending();
-  // A thread still "accepting" after this long is stuck inside libfcgi: once
-  // shutdown is pending, OS_Accept keeps polling and closing the descriptor of
-  // a connection whose first record never came, instead of returning. It holds
-  // no request, so the process exits without it (and without joining it).
-  const auto started = std::chrono::steady_clock::now();
-  const auto idle_grace = std::chrono::seconds(1);
-  bool abandon_idle = false;
-  for (;;) {
+  connections.drain(kIdleGrace);
+  while (threads_done.load() < static_cast<int>(threads.size())) {
     if (signals::term_count >= 2) {
+      // Now, not after the drain: events waiting for the writer get no
+      // answer, so none was acknowledged, and i-payout delivers them again.
       spdlog::warn("msg=\"second SIGTERM, exiting at once\"");
       finish_logging();
       _exit(1);
     }
-    bool all_done = true, serving = false;
-    for (auto& t : threads) {
-      int phase = t->phase.load();
-      if (phase == kDone) continue;
-      all_done = false;
-      if (phase == kServing) serving = true;
-      // accept() may be entered just after a wake-up: repeat until the thread is out.
-      if (phase == kAccepting) pthread_kill(t->thread.native_handle(), signals::kWakeSignal);
-    }
-    if (all_done) break;
-    if (!serving && std::chrono::steady_clock::now() - started > idle_grace) {
-      abandon_idle = true;
-      break;
-    }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  if (abandon_idle) {
-    writer.stop();  // every request that was in flight has been answered
-    spdlog::warn("msg=\"worker stopped, leaving idle FastCGI connections unanswered\"");
-    finish_logging();
-    _exit(0);  // the blocked threads cannot be joined
-  }
-  for (auto& t : threads) t->thread.join();
+  for (auto& t : threads) t.join();
   writer.stop();
   spdlog::info("msg=\"worker stopped\"");
   return 0;
