@@ -443,20 +443,20 @@ http {{
 
     def start_alt_nginx(self, keepalive):
         """A second nginx beside the stack's, from the stack's own nginx.conf, but
-        with `fastcgi_keep_conn on` and `keepalive N` in the upstream: what
-        keeping FastCGI connections open is worth. (libfcgi then ties a request
-        thread to each open connection, idle or not: N must stay below the
-        pool's threads, and more concurrent requests than threads can stall.)"""
+        with `keepalive N` in the upstream, or with N = 0 without keepalive and
+        with `fastcgi_keep_conn off` (one FastCGI connection per request): what
+        keeping FastCGI connections open is worth."""
         d = self.state / "nginx-alt"
         (d / "tmp").mkdir(parents=True, exist_ok=True)
         self.stop_nginx(d)
         ngx = self.state / "nginx"
         conf = (ngx / "nginx.conf").read_text()
         snippet = (ROOT / "nginx" / "ipayout-webhook.conf").read_text()
-        if "fastcgi_keep_conn off;" not in snippet:
-            die("nginx/ipayout-webhook.conf has no 'fastcgi_keep_conn off;' to turn on")
-        (d / "ipayout-webhook.conf").write_text(
-            snippet.replace("fastcgi_keep_conn off;", "fastcgi_keep_conn on;"))
+        if "fastcgi_keep_conn on;" not in snippet:
+            die("nginx/ipayout-webhook.conf has no 'fastcgi_keep_conn on;' to vary")
+        if keepalive == 0:
+            snippet = snippet.replace("fastcgi_keep_conn on;", "fastcgi_keep_conn off;")
+        (d / "ipayout-webhook.conf").write_text(snippet)
         self.alt_port = self.https_port + 20
         for old, new in ((f'"{ngx}/nginx.pid"', f'"{d}/nginx.pid"'),
                          (f'"{ngx}/error.log"', f'"{d}/error.log"'),
@@ -469,22 +469,23 @@ http {{
             conf = conf.replace(old, new)
         for k in (2, 1, 0):
             conf = conf.replace(f"listen 127.0.0.1:{self.https_port + k}", f"listen 127.0.0.1:{self.alt_port + k}")
-        conf, n = re.subn(r"(upstream ipayout_webhook \{[^}]*?)(\n\s*\})",
-                          lambda m: f"{m.group(1)}\n        keepalive {keepalive};{m.group(2)}", conf, count=1)
+        line = f"keepalive {keepalive};" if keepalive else ""
+        conf, n = re.subn(r"(upstream ipayout_webhook \{[^}]*?)keepalive \d+;", lambda m: m.group(1) + line,
+                          conf, count=1)
         if n != 1:
-            die("cannot find the upstream block in the stack's nginx.conf")
+            die("cannot find `keepalive N;` in the upstream block of the stack's nginx.conf")
         (d / "nginx.conf").write_text(conf)
         p = subprocess.run(["nginx", "-p", f"{d}/", "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")],
                            capture_output=True, text=True,
                            env=dict(os.environ, PATH=os.environ["PATH"] + ":/usr/sbin"))
         if p.returncode != 0:
-            die(f"keepalive nginx did not start: {p.stderr}")
+            die(f"the derived nginx did not start: {p.stderr}")
         for _ in range(50):
             pid = read_pid(d / "nginx.pid")
             if pid:
                 return pid
             time.sleep(0.1)
-        die("keepalive nginx wrote no pid file")
+        die("the derived nginx wrote no pid file")
 
     def stop_ceiling(self):
         self.stop_nginx(self.ceil_dir)
@@ -633,8 +634,8 @@ http {{
         self.stack("pool-start", extra=extra, drop=drop)
         roots = self.roots()
         url_of = lambda ep: ep["url"]
-        if keepalive:
-            # The same stack, but nginx keeps FastCGI connections open.
+        if keepalive is not None:
+            # The same stack, through an nginx with another FastCGI keepalive.
             roots["nginx"] = self.start_alt_nginx(int(keepalive))
             url_of = lambda ep: ep["url"].replace(f":{self.https_port}/", f":{self.alt_port}/", 1)
         for c in self.a.conns:
@@ -660,7 +661,7 @@ http {{
             self.report_run(run)
             self.runs.append(run)
             self.reset(ep)
-        if keepalive:
+        if keepalive is not None:
             self.stop_nginx(self.state / "nginx-alt")
 
     def metrics(self):
