@@ -3,11 +3,19 @@
 #include <spdlog/async.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <string>
 
 namespace ipayout {
 namespace {
 
-constexpr const char* kPattern = "ts=%Y-%m-%dT%H:%M:%S.%e%z level=%l pid=%P %v";
+// logfmt: ts=... level=... pid=... then the message's own key=value pairs.
+// The pid is written into the pattern when the logger is made (after fork, in
+// a worker): spdlog's %P would ask the kernel for it on every line.
+std::string pattern() {
+  return "ts=%Y-%m-%dT%H:%M:%S.%e%z level=%l pid=" + std::to_string(getpid()) + " %v";
+}
 // Lines, not bytes: a burst of ~8k requests in flight before any is dropped.
 constexpr size_t kAsyncQueueLines = 8192;
 
@@ -17,8 +25,7 @@ std::shared_ptr<spdlog::details::thread_pool> g_pool;
 
 void setup_logging(const std::string& level) {
   auto logger = spdlog::stderr_logger_mt("ipayout");
-  // logfmt: ts=... level=... pid=... then the message's own key=value pairs.
-  logger->set_pattern(kPattern);
+  logger->set_pattern(pattern());
   logger->set_level(spdlog::level::from_str(level));
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(logger);
@@ -32,7 +39,7 @@ void use_async_logging() {
   auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   auto logger = std::make_shared<spdlog::async_logger>(
       "ipayout-async", sink, g_pool, spdlog::async_overflow_policy::overrun_oldest);
-  logger->set_pattern(kPattern);
+  logger->set_pattern(pattern());
   logger->set_level(old->level());
   logger->flush_on(spdlog::level::trace);  // each line reaches the journal when written
   spdlog::set_default_logger(logger);
@@ -52,7 +59,7 @@ void finish_logging() {
   auto level = spdlog::default_logger()->level();
   auto logger = std::make_shared<spdlog::logger>("ipayout-exit",
                                                  std::make_shared<spdlog::sinks::stderr_sink_mt>());
-  logger->set_pattern(kPattern);
+  logger->set_pattern(pattern());
   logger->set_level(level);
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(logger);
