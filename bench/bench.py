@@ -974,7 +974,9 @@ COMMIT;
                  f"shared_buffers {pg['shared_buffers']}, max_wal_size {pg['max_wal_size']}"
                  + (f"; disk: fdatasync {M['fdatasync']}" if "fdatasync" in M else ""))
         L.append(f"- load: {M['wrk']}, {a.wrk_threads} threads (1 for 1 connection), HTTP/1.1 "
-                 f"keep-alive over TLS; nginx {M['nginx']}, 1 worker process; every product "
+                 f"keep-alive over TLS; nginx {M['nginx']}, 1 worker process, to the pool over its unix "
+                 f"socket with FastCGI keepalive as nginx/ipayout-webhook.conf sets it (`fastcgi_keep_conn on`, "
+                 f"upstream `keepalive 32`) unless a variant says otherwise; every product "
                  f"request a unique {len(self.fixture)}-byte body signed right before its run")
         L.append(f"- each cell: median of {a.reps} runs of {a.duration} s (non-2xx and errors: "
                  f"the sum over all runs); runs interleaved rep by rep; a CHECKPOINT and "
