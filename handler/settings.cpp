@@ -36,6 +36,9 @@ const std::vector<SettingDef> kSettingDefs = {
      "fallback: SHA-256 of the raw body"},
     {"batch_max", SettingType::kInt, &Settings::batch_max, 1, 100000, "256", false, true,
      "most events in one group commit"},
+    {"batch_wait_us", SettingType::kInt, &Settings::batch_wait_us, 0, 1000000, "0", false, true,
+     "microseconds the writer waits, from the oldest queued event, for more events before it "
+     "commits fewer than batch_max (0: commit what is queued at once)"},
     {"queue_max", SettingType::kInt, &Settings::queue_max, 1, 10000000, "4096", false, true,
      "events waiting for a commit per process before new ones get 503"},
     {"commit_timeout_ms", SettingType::kInt, &Settings::commit_timeout_ms, 1, 3600000, "5000",

@@ -25,6 +25,7 @@ struct Settings {
   int replay_window = 300;         // seconds either side of a parsable x-timestamp
   std::string dedup_pointers;      // alternatives separated by ',', parts joined by '+'
   int batch_max = 256;             // events per group commit
+  int batch_wait_us = 0;           // wait for more events before a commit below batch_max
   int queue_max = 4096;            // events waiting per process before we answer 503
   int commit_timeout_ms = 5000;    // statement_timeout of the writer's connection
   int request_timeout_ms = 10000;  // longest a request waits for its commit

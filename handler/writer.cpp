@@ -84,7 +84,9 @@ void Writer::refresh_soon() {
 StoreResult Writer::store(EventRecord record) {
   auto item = std::make_unique<Item>();
   item->record = std::move(record);
+  item->queued = Clock::now();
   std::future<StoreResult> done = item->done.get_future();
+  bool wake = false;
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (stopping_) return {StoreOutcome::kUnavailable, 0, "shutting down"};
@@ -92,8 +94,11 @@ StoreResult Writer::store(EventRecord record) {
       return {StoreOutcome::kUnavailable, 0, "writer queue full"};
     }
     queue_.push_back(std::move(item));
+    // The writer waits for the first event, or for a full batch while it
+    // lingers; in between, waking it would only make it check and sleep again.
+    wake = queue_.size() == 1 || queue_.size() >= static_cast<size_t>(settings_.get()->batch_max);
   }
-  cv_.notify_one();
+  if (wake) cv_.notify_one();
   // If the wait times out the writer may still commit the event later. Answering
   // 503 is safe then: i-payout retries and the retry is answered as a duplicate.
   if (done.wait_for(std::chrono::milliseconds(settings_.get()->request_timeout_ms)) !=
@@ -135,8 +140,15 @@ void Writer::run() {
     }
     if (forced || Clock::now() >= next_refresh_) refresh_endpoints(forced);
     {
-      std::lock_guard<std::mutex> lk(mu_);
-      const size_t batch_max = static_cast<size_t>(settings_.get()->batch_max);
+      std::unique_lock<std::mutex> lk(mu_);
+      const auto settings = settings_.get();
+      const size_t batch_max = static_cast<size_t>(settings->batch_max);
+      if (settings->batch_wait_us > 0 && !queue_.empty() && queue_.size() < batch_max) {
+        // Linger: a bigger batch shares one commit (one fsync) among more events.
+        const auto until =
+            queue_.front()->queued + std::chrono::microseconds(settings->batch_wait_us);
+        cv_.wait_until(lk, until, [&] { return stopping_ || queue_.size() >= batch_max; });
+      }
       while (!queue_.empty() && batch.size() < batch_max) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();

@@ -72,6 +72,7 @@ class Writer {
   struct Item {
     EventRecord record;
     std::promise<StoreResult> done;
+    std::chrono::steady_clock::time_point queued;
   };
   using Batch = std::vector<std::unique_ptr<Item>>;
 

@@ -9,7 +9,10 @@ import time
 import uuid
 from pathlib import Path
 
-from webhook import BIN, create_endpoint, request
+import threading
+from urllib.parse import urlparse
+
+from webhook import BIN, create_endpoint, fcgi, request, sign, stop_process
 
 
 def metrics(stack):
@@ -84,12 +87,6 @@ def test_health_follows_the_database(stack):
         raise AssertionError("health did not come back after PostgreSQL restarted")
 
 
-def fcgi(sock, method="GET", path="/ipayout/metrics"):
-    env = {"REQUEST_METHOD": method, "DOCUMENT_URI": path, "PATH": os.environ["PATH"]}
-    return subprocess.run(["cgi-fcgi", "-bind", "-connect", sock], env=env, capture_output=True,
-                          timeout=10, stdin=subprocess.DEVNULL).stdout.decode(errors="replace")
-
-
 def test_sighup_reloads_the_config_file(stack, tmp_path):
     conf = tmp_path / "webhookd.conf"
     sock = str(tmp_path / "s.sock")
@@ -113,7 +110,7 @@ def test_sighup_reloads_the_config_file(stack, tmp_path):
 
     try:
         deadline = time.time() + 10
-        while "Status: 405" not in fcgi(sock, "PUT", "/ipayout/webhooks/x") and time.time() < deadline:
+        while fcgi(sock, "PUT", "/ipayout/webhooks/x").status != 405 and time.time() < deadline:
             time.sleep(0.1)
         assert "msg=request" not in log_text()  # info lines are off at warn
 
@@ -131,7 +128,7 @@ def test_sighup_reloads_the_config_file(stack, tmp_path):
         conf.write_text(conf.read_text() + "workers = many\n")
         os.kill(proc.pid, signal.SIGHUP)
         assert wait_log("reload refused")
-        assert "Status: 405" in fcgi(sock, "PUT", "/ipayout/webhooks/x")  # still serving
+        assert fcgi(sock, "PUT", "/ipayout/webhooks/x").status == 405  # still serving
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -160,3 +157,50 @@ def test_nginx_keeps_fastcgi_connections_open(stack):
     # 40 requests; the metrics scrapes go through the operator server and may
     # open a connection each. Without keepalive this would be >= 40.
     assert after - before <= 6, (before, after)
+
+
+def test_batch_wait_gathers_events_into_one_commit(stack, tmp_path):
+    """batch_wait_us: the writer waits (from the oldest queued event) for more
+    events before committing a batch below batch_max. Eight deliveries 20 ms
+    apart share one or two commits instead of one each, and every one still
+    gets its own answer."""
+    ep = create_endpoint(stack, "linger-" + uuid.uuid4().hex[:8])
+    conf = tmp_path / "webhookd.conf"
+    sock = str(tmp_path / "s.sock")
+    conf.write_text(f"listen = {sock}\nworkers = 1\nthreads = 16\nbatch_wait_us = 500000\n"
+                    f"log_level = warn\ndatabase = {stack.info['WORKER_DATABASE_URL']}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IPAYOUT_")}
+    proc = subprocess.Popen([str(BIN), "serve", f"--config={conf}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    path = urlparse(ep.url).path
+    try:
+        deadline = time.time() + 10
+        while fcgi(sock, "GET", "/ipayout/health").status != 200 and time.time() < deadline:
+            time.sleep(0.1)
+
+        def batches():
+            return sample(fcgi(sock, "GET", "/ipayout/metrics").body.decode(),
+                          "ipayout_batch_size_count")
+
+        before = batches()
+        answers = []
+
+        def deliver():
+            body = json.dumps({"event": "LINGER.TEST", "eventId": str(uuid.uuid4())}).encode()
+            ts = str(int(time.time()))
+            answers.append(fcgi(sock, "POST", path, body, {
+                "HTTP_X_TIMESTAMP": ts, "HTTP_X_SIGNATURE": sign(ep.key, ts, ep.url, body)}))
+
+        senders = []
+        for _ in range(8):
+            senders.append(threading.Thread(target=deliver))
+            senders[-1].start()
+            time.sleep(0.02)
+        for t in senders:
+            t.join()
+        assert [a.status for a in answers] == [200] * 8, answers
+        assert len({a.json()["id"] for a in answers}) == 8
+        # Without the wait these would be about 8 commits.
+        assert batches() - before <= 2, (before, batches())
+    finally:
+        stop_process(proc)
