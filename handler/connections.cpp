@@ -1,6 +1,8 @@
 #include "connections.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -114,6 +116,11 @@ void Connections::accept_new() {
       // record is here, so a client that connects and sends nothing holds
       // no thread (libfcgi's reads block) and cannot hold up a drain.
       metrics::count_fastcgi_connection();
+      // A TCP listener (listen = host:port): libfcgi writes an answer in
+      // several records, which Nagle's algorithm would hold back. Unix
+      // sockets refuse the option; nothing to do then.
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       std::lock_guard<std::mutex> lk(mu_);
       watch(fd);
       continue;
