@@ -1,8 +1,5 @@
 -- 002: reading events. Named durable consumers, a gap-free feed, ack, replay,
 -- lag, retention. Applied by `ipayout-webhookd migrate`; safe to run again.
--- migrate records the version, not the contents: a database that already has
--- 002 keeps the function bodies it was migrated with until this file is applied
--- again by hand (psql -f). A change a running system needs is a new migration.
 --
 -- The feed order is (txid, id), not id. Ids come from a sequence when a row is
 -- inserted, but transactions commit in another order: an event with a lower id
@@ -43,49 +40,6 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   ORDER BY e.txid, e.id
   LIMIT greatest(p_max, 0)
 $$;
-
--- The error ack and seek give for a consumer name nobody subscribed: one
--- message and SQLSTATE 42704 (undefined_object), which merchant code matches
--- on. It only raises: each caller finds out in its own way that the consumer
--- is missing (an UPDATE that found no row), never by locking the row of one
--- that exists: a repeated ack must not wait behind another process's poll.
--- (poll, which does lock, says in its message how to create a consumer.)
--- Internal: not SECURITY DEFINER, not granted to anyone.
-CREATE OR REPLACE FUNCTION ipayout.raise_no_consumer(p_consumer text) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-  RAISE EXCEPTION 'no consumer named "%"', p_consumer USING ERRCODE = 'undefined_object';
-END $$;
-
--- The feed position of event p_event_id: its txid. The one "no event" error
--- (SQLSTATE P0002, no_data_found; ipayout-events tail matches on it) for ack
--- and seek. Internal, like raise_no_consumer.
-CREATE OR REPLACE FUNCTION ipayout.event_txid(p_event_id bigint) RETURNS xid8
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  v_txid xid8;
-BEGIN
-  SELECT e.txid INTO v_txid FROM ipayout.events e WHERE e.id = p_event_id;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'no event with id %', p_event_id USING ERRCODE = 'no_data_found';
-  END IF;
-  RETURN v_txid;
-END $$;
-
--- Puts a consumer at (p_txid, p_id): the next poll returns what comes after it
--- in feed order. The common end of both seek overloads. Internal, like
--- raise_no_consumer: it runs with the privileges of its caller (seek runs as
--- the owner), so a reader calling it directly cannot move a consumer.
-CREATE OR REPLACE FUNCTION ipayout.set_consumer_position(
-  p_consumer text, p_txid xid8, p_id bigint) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-  UPDATE ipayout.consumers SET position_txid = p_txid, position_id = p_id
-  WHERE name = p_consumer;
-  IF NOT FOUND THEN
-    PERFORM ipayout.raise_no_consumer(p_consumer);
-  END IF;
-END $$;
 
 -- Create a consumer. p_from: 'end' (only events not yet readable), 'beginning',
 -- or a timestamp as text (events received at or after it). Existing consumers
@@ -151,8 +105,12 @@ END $$;
 CREATE OR REPLACE FUNCTION ipayout.ack(p_consumer text, p_event_id bigint) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-  v_txid xid8 := ipayout.event_txid(p_event_id);
+  v_txid xid8;
 BEGIN
+  SELECT e.txid INTO v_txid FROM ipayout.events e WHERE e.id = p_event_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no event with id %', p_event_id USING ERRCODE = 'no_data_found';
+  END IF;
   -- An id poll has not returned yet (say, from a notification) may sit above
   -- events of older transactions still running: acking it would skip them.
   IF v_txid >= pg_snapshot_xmin(pg_current_snapshot()) THEN
@@ -163,7 +121,7 @@ BEGIN
   SET position_txid = v_txid, position_id = p_event_id, acked_at = now()
   WHERE name = p_consumer AND (position_txid, position_id) < (v_txid, p_event_id);
   IF NOT FOUND AND NOT EXISTS (SELECT FROM ipayout.consumers WHERE name = p_consumer) THEN
-    PERFORM ipayout.raise_no_consumer(p_consumer);
+    RAISE EXCEPTION 'no consumer named "%"', p_consumer USING ERRCODE = 'undefined_object';
   END IF;
   RETURN p_event_id;
 END $$;
@@ -173,9 +131,18 @@ END $$;
 -- after p_time. Replays events that were already acked.
 CREATE OR REPLACE FUNCTION ipayout.seek(p_consumer text, p_event_id bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v_txid xid8;
 BEGIN
-  PERFORM ipayout.set_consumer_position(p_consumer, ipayout.event_txid(p_event_id),
-                                        p_event_id - 1);
+  SELECT e.txid INTO v_txid FROM ipayout.events e WHERE e.id = p_event_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no event with id %', p_event_id USING ERRCODE = 'no_data_found';
+  END IF;
+  UPDATE ipayout.consumers SET position_txid = v_txid, position_id = p_event_id - 1
+  WHERE name = p_consumer;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no consumer named "%"', p_consumer USING ERRCODE = 'undefined_object';
+  END IF;
 END $$;
 
 CREATE OR REPLACE FUNCTION ipayout.seek(p_consumer text, p_time timestamptz) RETURNS void
@@ -190,7 +157,11 @@ BEGIN
     v_txid := pg_snapshot_xmin(pg_current_snapshot());
     v_id := 0;
   END IF;
-  PERFORM ipayout.set_consumer_position(p_consumer, v_txid, v_id);
+  UPDATE ipayout.consumers SET position_txid = v_txid, position_id = v_id
+  WHERE name = p_consumer;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no consumer named "%"', p_consumer USING ERRCODE = 'undefined_object';
+  END IF;
 END $$;
 
 -- Consumers with their position and how far behind they are.
@@ -246,9 +217,7 @@ REVOKE ALL ON FUNCTION ipayout.read_after(xid8, bigint, integer, text),
               ipayout.subscribe(text, text, text), ipayout.unsubscribe(text),
               ipayout.poll(text, integer), ipayout.ack(text, bigint),
               ipayout.seek(text, bigint), ipayout.seek(text, timestamptz),
-              ipayout.consumer_status(), ipayout.purge(interval, boolean, integer),
-              ipayout.raise_no_consumer(text), ipayout.event_txid(bigint),
-              ipayout.set_consumer_position(text, xid8, bigint)
+              ipayout.consumer_status(), ipayout.purge(interval, boolean, integer)
   FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ipayout.feed_horizon(), ipayout.read_after(xid8, bigint, integer, text),
               ipayout.subscribe(text, text, text), ipayout.unsubscribe(text),
