@@ -18,8 +18,8 @@ struct Settings {
   std::string config_file;         // where file values came from ("" = none)
   std::string listen;              // socket path or host:port, when not inherited
   int listen_mode = 0660;          // permissions of a unix socket we create
-  int workers = 2;                 // processes in the pool
-  int threads = 32;                // request threads per process
+  int workers = 1;                 // processes in the pool
+  int threads = 64;                // request threads per process
   std::string database;            // libpq conninfo or URI; "" = libpq's PG* variables
   size_t body_limit = 1048576;     // bytes; nginx/ipayout-webhook.conf must agree
   int replay_window = 300;         // seconds either side of a parsable x-timestamp

@@ -73,8 +73,8 @@ TEST_F(SettingsTest, Defaults) {
   EXPECT_EQ(s.config_file, "");
   EXPECT_EQ(s.listen, "/run/ipayout-webhook/fcgi.sock");
   EXPECT_EQ(s.listen_mode, 0660);
-  EXPECT_EQ(s.workers, 2);
-  EXPECT_EQ(s.threads, 32);
+  EXPECT_EQ(s.workers, 1);
+  EXPECT_EQ(s.threads, 64);
   EXPECT_EQ(s.database, "");
   EXPECT_EQ(s.body_limit, 1048576u);
   EXPECT_EQ(s.replay_window, 300);
@@ -301,7 +301,7 @@ TEST_F(SettingsTest, ShowConfigListsEverySetting) {
   }
   EXPECT_TRUE(contains(out, "\nbody_limit = 1048576\n")) << out;
   EXPECT_TRUE(contains(out, "\nlisten_mode = 0660\n")) << out;
-  EXPECT_TRUE(contains(out, "\nworkers = 2\n")) << out;
+  EXPECT_TRUE(contains(out, "\nworkers = 1\n")) << out;
 }
 
 TEST_F(SettingsTest, ShowConfigMasksDatabasePassword) {
