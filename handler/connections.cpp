@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -46,10 +47,6 @@ bool Connections::start() {
   ev.events = EPOLLIN;
   ev.data.fd = wake_fd_;
   if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) < 0) return false;
-  // Exclusive: a new connection wakes one worker process, not all of them.
-  ev.events = EPOLLIN | EPOLLEXCLUSIVE;
-  ev.data.fd = listen_fd_;
-  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev) < 0) return false;
   thread_ = std::thread([this] { run(); });
   return true;
 }
@@ -103,12 +100,7 @@ void Connections::drain(std::chrono::milliseconds grace) {
   }
 }
 
-size_t Connections::idle() const {
-  std::lock_guard<std::mutex> lk(mu_);
-  return idle_.size();
-}
-
-void Connections::accept_new() {
+bool Connections::accept_new() {
   for (int i = 0; i < kAcceptBurst; ++i) {
     int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd >= 0) {
@@ -126,39 +118,81 @@ void Connections::accept_new() {
       continue;
     }
     if (errno == EINTR || errno == ECONNABORTED) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return;  // another worker took it
-    // EMFILE, ENFILE, ENOBUFS...: wait rather than spin; nginx's connection
-    // stays in the backlog meanwhile.
-    spdlog::error("msg=\"accept failed\" error=\"{}\"", std::strerror(errno));
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    return;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return true;  // another worker took it
+    // EMFILE, ENFILE, ENOBUFS...: stop accepting for a moment (the listening
+    // socket stays readable, it would wake us at once) but keep serving the
+    // connections we have; nginx's new connection waits in the backlog.
+    const auto now = std::chrono::steady_clock::now();
+    ++accept_failures_;
+    if (now - last_accept_warning_ > std::chrono::seconds(10)) {
+      spdlog::error("msg=\"accept failed, pausing new connections\" error=\"{}\" failures={}",
+                    std::strerror(errno), accept_failures_);
+      last_accept_warning_ = now;
+      accept_failures_ = 0;
+    }
+    return false;
+  }
+  return true;
+}
+
+void Connections::set_listening(bool on) {
+  if (on == listening_) return;
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLEXCLUSIVE;  // a new connection wakes one worker, not all
+  ev.data.fd = listen_fd_;
+  if (epoll_ctl(epoll_fd_, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, listen_fd_, &ev) == 0) {
+    listening_ = on;
   }
 }
 
+void Connections::close_idle() {
+  // At the drain deadline. A connection whose request arrived after the last
+  // epoll_wait is served, not closed: closing it would turn a delivery nginx
+  // has already sent into a 502 (503 for i-payout) for no reason.
+  for (int fd : idle_) {
+    char c;
+    if (recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
+      ready_.push_back(fd);
+    } else {
+      close(fd);
+    }
+  }
+  idle_.clear();
+}
+
 void Connections::run() {
-  bool accepting = true;
+  using Clock = std::chrono::steady_clock;
+  set_listening(true);
+  Clock::time_point paused_until{};
   epoll_event events[64];
   for (;;) {
     int timeout_ms = -1;
+    const auto now = Clock::now();
+    auto wait_until = [&](Clock::time_point t) {
+      int ms = static_cast<int>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(t - now).count() + 1);
+      timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
+    };
+    bool draining;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      if (draining_) {
-        if (accepting) {
-          epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
-          accepting = false;
-        }
-        auto left = drain_deadline_ - std::chrono::steady_clock::now();
-        if (left <= std::chrono::steady_clock::duration::zero()) {
-          // Idle connections held no request: nginx sees them close and
-          // opens new ones to the workers that are still running.
-          for (int fd : idle_) close(fd);
-          idle_.clear();
-          finished_ = true;
-          ready_cv_.notify_all();
-          return;
-        }
-        timeout_ms = static_cast<int>(
-            std::chrono::duration_cast<std::chrono::milliseconds>(left).count() + 1);
+      draining = draining_;
+      if (draining && now >= drain_deadline_) {
+        set_listening(false);
+        close_idle();
+        finished_ = true;
+        ready_cv_.notify_all();
+        return;
+      }
+      if (draining) wait_until(drain_deadline_);
+    }
+    if (draining) {
+      set_listening(false);
+    } else if (!listening_) {  // paused after an accept failure
+      if (now >= paused_until) {
+        set_listening(true);
+      } else {
+        wait_until(paused_until);
       }
     }
     int n = epoll_wait(epoll_fd_, events, 64, timeout_ms);
@@ -176,7 +210,10 @@ void Connections::run() {
           // Nothing to do: the flag it announces is read under mu_ above.
         }
       } else if (fd == listen_fd_) {
-        if (accepting) accept_new();
+        if (listening_ && !accept_new()) {
+          set_listening(false);
+          paused_until = Clock::now() + std::chrono::milliseconds(100);
+        }
       } else {
         // A request, or nginx closing it: either way a thread reads it (libfcgi
         // closes the descriptor when it finds the end of the stream).

@@ -40,17 +40,21 @@ class Connections {
   // (nginx may have just picked one from its cache), then are closed.
   void drain(std::chrono::milliseconds grace);
 
-  size_t idle() const;
-
  private:
   void run();
-  void accept_new();
-  void watch(int fd);  // with mu_ held
+  bool accept_new();            // false: accepting failed (descriptors exhausted...), pause
+  void set_listening(bool on);  // only the connection thread
+  void close_idle();            // with mu_ held
+  void watch(int fd);           // with mu_ held
 
   int listen_fd_;
   int epoll_fd_ = -1;
   int wake_fd_ = -1;  // eventfd: drain() wakes the thread with it
   std::thread thread_;
+  // Only the connection thread touches these.
+  bool listening_ = false;  // the listening socket is in the epoll set
+  int accept_failures_ = 0;
+  std::chrono::steady_clock::time_point last_accept_warning_{};
 
   mutable std::mutex mu_;
   std::condition_variable ready_cv_;
