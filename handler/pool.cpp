@@ -43,6 +43,7 @@ pid_t spawn_worker(const SettingsStore& store, int listen_fd, int slot,
   metrics::set_worker_slot(slot);
   metrics::set_db_connected(false);
   SettingsStore own(*store.get());  // the master's latest reload, then our own
+  signals::block();                 // every thread run_worker starts; its main loop unblocks
   use_async_logging();
   int rc = run_worker(own, listen_fd, args);
   finish_logging();

@@ -1,5 +1,9 @@
 #include "signals.h"
 
+#include <pthread.h>
+
+#include <initializer_list>
+
 #include "common/sigaction.h"
 
 namespace ipayout::signals {
@@ -21,6 +25,27 @@ void on_hup(int) {
 }
 
 }  // namespace
+
+namespace {
+
+sigset_t flag_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGTERM, SIGINT, SIGCHLD, SIGHUP}) sigaddset(&set, sig);
+  return set;
+}
+
+}  // namespace
+
+void block() {
+  sigset_t set = flag_signals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+void unblock() {
+  sigset_t set = flag_signals();
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+}
 
 void install() {
   term_count = 0;

@@ -15,4 +15,10 @@ extern volatile sig_atomic_t hangup;
 // SA_RESTART, on purpose: the master's sleep ends when a signal arrives.
 void install();
 
+// Threads started while the flag signals are blocked inherit the block, so
+// only the thread that unblocks them (a process's main loop) ever runs a
+// handler: no other thread's read or write is cut short with EINTR.
+void block();
+void unblock();
+
 }  // namespace ipayout::signals

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <thread>
@@ -113,6 +114,7 @@ int run_worker(SettingsStore& store, int listen_fd, const std::vector<std::strin
       threads_done.fetch_add(1);
     });
   }
+  signals::unblock();  // the other threads keep them blocked: only this loop sees signals
   spdlog::info("msg=\"worker started\" threads={}", settings.threads);
 
   size_t dropped_reported = 0;
@@ -135,8 +137,15 @@ int run_worker(SettingsStore& store, int listen_fd, const std::vector<std::strin
     if (signals::term_count >= 2) {
       // Now, not after the drain: events waiting for the writer get no
       // answer, so none was acknowledged, and i-payout delivers them again.
-      spdlog::warn("msg=\"second SIGTERM, exiting at once\"");
-      finish_logging();
+      // Not through spdlog: its thread may be stuck on a stalled stderr, and
+      // other threads are still logging.
+      char line[96];
+      int n = std::snprintf(line, sizeof line,
+                            "level=warn pid=%d msg=\"second SIGTERM, exiting at once\"\n",
+                            static_cast<int>(getpid()));
+      if (n > 0 && write(STDERR_FILENO, line, static_cast<size_t>(n)) < 0) {
+        // Exiting anyway.
+      }
       _exit(1);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
