@@ -41,7 +41,8 @@ void use_async_logging() {
       "ipayout-async", sink, g_pool, spdlog::async_overflow_policy::overrun_oldest);
   logger->set_pattern(pattern());
   logger->set_level(old->level());
-  logger->flush_on(spdlog::level::trace);  // each line reaches the journal when written
+  // No flush_on: stderr is unbuffered, so each line is written when the
+  // thread takes it; a flush per line would take a second queue slot.
   spdlog::set_default_logger(logger);
 }
 

@@ -51,6 +51,12 @@ bool is_data_error(const pqxx::sql_error& e) {
   return e.sqlstate().rfind("22", 0) == 0;
 }
 
+// The most events that can be waiting: each request thread waits for its own.
+// A wait for more ends here, not only at batch_max.
+size_t full_batch(const Settings& s) {
+  return static_cast<size_t>(std::min(s.batch_max, s.threads));
+}
+
 }  // namespace
 
 Writer::Writer(SettingsStore& settings, EndpointCache& endpoints)
@@ -96,7 +102,7 @@ StoreResult Writer::store(EventRecord record) {
     queue_.push_back(std::move(item));
     // The writer waits for the first event, or for a full batch while it
     // lingers; in between, waking it would only make it check and sleep again.
-    wake = queue_.size() == 1 || queue_.size() >= static_cast<size_t>(settings_.get()->batch_max);
+    wake = queue_.size() == 1 || queue_.size() >= full_batch(*settings_.get());
   }
   if (wake) cv_.notify_one();
   // If the wait times out the writer may still commit the event later. Answering
@@ -143,11 +149,12 @@ void Writer::run() {
       std::unique_lock<std::mutex> lk(mu_);
       const auto settings = settings_.get();
       const size_t batch_max = static_cast<size_t>(settings->batch_max);
-      if (settings->batch_wait_us > 0 && !queue_.empty() && queue_.size() < batch_max) {
+      const size_t full = full_batch(*settings);
+      if (settings->batch_wait_us > 0 && !queue_.empty() && queue_.size() < full) {
         // Linger: a bigger batch shares one commit (one fsync) among more events.
         const auto until =
             queue_.front()->queued + std::chrono::microseconds(settings->batch_wait_us);
-        cv_.wait_until(lk, until, [&] { return stopping_ || queue_.size() >= batch_max; });
+        cv_.wait_until(lk, until, [&] { return stopping_ || queue_.size() >= full; });
       }
       while (!queue_.empty() && batch.size() < batch_max) {
         batch.push_back(std::move(queue_.front()));
