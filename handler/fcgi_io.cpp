@@ -91,6 +91,7 @@ BodyStatus read_body(FCGX_Request& req, std::optional<size_t> content_length, si
     out.append(buf, static_cast<size_t>(n));
     if (out.size() > limit) return BodyStatus::kTooLarge;
   }
+  if (FCGX_GetError(req.in) != 0) return BodyStatus::kReadError;
   if (content_length && out.size() != *content_length) return BodyStatus::kIncomplete;
   if (out.capacity() < out.size() + padding) out.reserve(out.size() + padding);
   return BodyStatus::kOk;

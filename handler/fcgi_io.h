@@ -31,7 +31,9 @@ RequestHead read_head(FCGX_Request& req);
 // each value capped, the whole capped; names lower-case with '-' (x-signature).
 std::string headers_json(FCGX_Request& req);
 
-enum class BodyStatus { kOk, kTooLarge, kIncomplete };
+// kIncomplete: the body ended before Content-Length (the client's fault, 400);
+// kReadError: reading failed (our side or nginx's: 503, i-payout retries).
+enum class BodyStatus { kOk, kTooLarge, kIncomplete, kReadError };
 
 // Reads the body into `out` (cleared first; capacity left for simdjson padding).
 // With a Content-Length, exactly that many bytes must arrive; without one, reads

@@ -225,6 +225,12 @@ void handle_request(FCGX_Request& req, const Settings& settings, EndpointCache& 
       case BodyStatus::kIncomplete:
         response = error_response(400, "bad_request", "body shorter than Content-Length");
         break;
+      case BodyStatus::kReadError:
+        // The connection to nginx broke mid-body: nothing is wrong with the
+        // delivery itself, so i-payout should send it again.
+        response = error_response(503, "unavailable", "request body could not be read, retry");
+        response->retry_after = settings.retry_after;
+        break;
       case BodyStatus::kOk:
         break;
     }

@@ -38,7 +38,8 @@
 //
 // Invariants, for a well-formed stream: the params arrive in order and intact,
 // read_body returns exactly the STDIN bytes (cut at Content-Length, kIncomplete
-// when fewer), with simdjson's padding as capacity; for every stream: no crash,
+// or, for a stream cut before its end record, kReadError when fewer), with
+// simdjson's padding as capacity; for every stream: no crash,
 // no hang, headers_json is a JSON object, answers as in fuzz_request.
 #include <fcgiapp.h>
 #include <signal.h>
@@ -96,8 +97,8 @@ struct Options {
   std::vector<size_t> flips;
 
   bool well_formed() const {
-    return role == 1 && request_id != 0 && !no_params_end && !pad_all &&
-           truncate == SIZE_MAX && flips.empty();
+    return role == 1 && request_id != 0 && !no_params_end && !pad_all && truncate == SIZE_MAX &&
+           flips.empty();
   }
 };
 
@@ -112,22 +113,53 @@ Options parse_options(std::string_view s) {
       ++digits;
     }
     switch (c) {
-      case 'k': o.keep_conn = true; break;
-      case 'a': o.role = 2; break;
-      case 'f': o.role = 3; break;
-      case 'z': o.role = 0; break;
-      case 'P': o.params_chunk = std::clamp<size_t>(n, 1, 65535); break;
-      case 'S': o.stdin_chunk = std::clamp<size_t>(n, 1, 65535); break;
-      case 'D': o.padding = n % 256; break;
-      case 'I': o.request_id = static_cast<unsigned>(n % 65536); break;
-      case 'L': o.long_lengths = true; break;
-      case 'e': o.no_params_end = true; break;
-      case 'E': o.no_stdin_end = true; break;
-      case 'g': o.get_values = true; break;
-      case 'T': o.truncate = n; break;
-      case 'X': if (o.flips.size() < 8) o.flips.push_back(n); break;
-      case 'B': o.pad_all = true; break;
-      default: break;
+      case 'k':
+        o.keep_conn = true;
+        break;
+      case 'a':
+        o.role = 2;
+        break;
+      case 'f':
+        o.role = 3;
+        break;
+      case 'z':
+        o.role = 0;
+        break;
+      case 'P':
+        o.params_chunk = std::clamp<size_t>(n, 1, 65535);
+        break;
+      case 'S':
+        o.stdin_chunk = std::clamp<size_t>(n, 1, 65535);
+        break;
+      case 'D':
+        o.padding = n % 256;
+        break;
+      case 'I':
+        o.request_id = static_cast<unsigned>(n % 65536);
+        break;
+      case 'L':
+        o.long_lengths = true;
+        break;
+      case 'e':
+        o.no_params_end = true;
+        break;
+      case 'E':
+        o.no_stdin_end = true;
+        break;
+      case 'g':
+        o.get_values = true;
+        break;
+      case 'T':
+        o.truncate = n;
+        break;
+      case 'X':
+        if (o.flips.size() < 8) o.flips.push_back(n);
+        break;
+      case 'B':
+        o.pad_all = true;
+        break;
+      default:
+        break;
     }
   }
   return o;
@@ -168,7 +200,9 @@ void put_length(std::string& out, size_t n, bool long_form) {
   out.push_back(static_cast<char>(n & 0xff));
 }
 
-std::string name_of(const std::string& param) { return param.substr(0, param.find('=')); }
+std::string name_of(const std::string& param) {
+  return param.substr(0, param.find('='));
+}
 std::string value_of(const std::string& param) {
   size_t eq = param.find('=');
   return eq == std::string::npos ? std::string() : param.substr(eq + 1);
@@ -185,8 +219,14 @@ std::string build_stream(const TextRequest& tr, const Options& o) {
     }
     put_record(out, kGetValues, 0, pairs, 0);
   }
-  const char begin[8] = {static_cast<char>(o.role >> 8), static_cast<char>(o.role & 0xff),
-                         static_cast<char>(o.keep_conn ? 1 : 0), 0, 0, 0, 0, 0};
+  const char begin[8] = {static_cast<char>(o.role >> 8),
+                         static_cast<char>(o.role & 0xff),
+                         static_cast<char>(o.keep_conn ? 1 : 0),
+                         0,
+                         0,
+                         0,
+                         0,
+                         0};
   const size_t extra_padding = o.pad_all ? o.padding : 0;
   put_record(out, kBeginRequest, o.request_id, std::string_view(begin, 8), extra_padding);
   std::string pairs;
@@ -295,7 +335,7 @@ void check_error(const HttpResponse& r) {
 
 // handle_request without the writer; `expect` checks params and body when the
 // stream was well formed.
-void serve(FCGX_Request& req, const TextRequest* expect, SignaturePolicy policy) {
+void serve(FCGX_Request& req, const TextRequest* expect, bool stdin_cut, SignaturePolicy policy) {
   static EventParser parser(default_rules(), default_settings().body_limit);
   const Settings& settings = default_settings();
 
@@ -328,7 +368,12 @@ void serve(FCGX_Request& req, const TextRequest* expect, SignaturePolicy policy)
     if (head.content_length && *head.content_length > settings.body_limit) {
       FUZZ_REQUIRE(status == BodyStatus::kTooLarge, "length over the limit not refused");
     } else if (head.content_length && *head.content_length > sent.size()) {
-      FUZZ_REQUIRE(status == BodyStatus::kIncomplete, "short body not noticed");
+      FUZZ_REQUIRE(status == BodyStatus::kIncomplete || status == BodyStatus::kReadError,
+                   "short body not noticed");
+    } else if (status == BodyStatus::kReadError) {
+      // Read past the data of a STDIN stream that has no end record: the
+      // connection was cut, so the body may be incomplete (503, retried).
+      FUZZ_REQUIRE(stdin_cut, "complete body refused as a read error");
     } else {
       FUZZ_REQUIRE(status == BodyStatus::kOk, "complete body refused");
       if (head.content_length) sent = sent.substr(0, *head.content_length);
@@ -340,6 +385,8 @@ void serve(FCGX_Request& req, const TextRequest* expect, SignaturePolicy policy)
     response = error_response(413, "payload_too_large", "body too large");
   } else if (!response && status == BodyStatus::kIncomplete) {
     response = error_response(400, "bad_request", "body shorter than Content-Length");
+  } else if (!response && status == BodyStatus::kReadError) {
+    response = error_response(503, "unavailable", "request body could not be read");
   }
   if (!response) {
     EventRecord record;
@@ -362,7 +409,9 @@ void serve(FCGX_Request& req, const TextRequest* expect, SignaturePolicy policy)
 // FCGI_GET_VALUES) has malformed name-value pairs (option g with T cutting it).
 // nginx sends no management records; the library has no symbols to narrow this
 // to one function, hence the whole module.
-extern "C" const char* __lsan_default_suppressions() { return "leak:libfcgi.so\n"; }
+extern "C" const char* __lsan_default_suppressions() {
+  return "leak:libfcgi.so\n";
+}
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   signal(SIGPIPE, SIG_IGN);  // a peer that went away must not end the run
@@ -403,7 +452,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_REQUIRE(FCGX_Accept_r(&g_req) == 0, "FCGX_Accept_r failed");
     if (from_sentinel(g_req.ipcFd)) break;
     FUZZ_REQUIRE(served < 3, "the sentinel was not accepted after a closed connection");
-    serve(g_req, served == 0 && o.well_formed() ? &tr : nullptr, o.policy);
+    serve(g_req, served == 0 && o.well_formed() ? &tr : nullptr, o.no_stdin_end, o.policy);
   }
   FCGX_Finish_r(&g_req);
   close(client);
