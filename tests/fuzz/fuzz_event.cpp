@@ -100,8 +100,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                    "body-hash key is not the body's hash");
     }
   } else {
-    FUZZ_REQUIRE(got.error().code == "bad_json" || got.error().code == "bad_event",
-                 "error code %s", got.error().code.c_str());
+    FUZZ_REQUIRE(got.error().code == "bad_json" || got.error().code == "bad_event", "error code %s",
+                 got.error().code.c_str());
     FUZZ_REQUIRE(!got.error().message.empty(), "error without a message");
   }
 

@@ -70,9 +70,9 @@ void check_content_type(std::string_view ct) {
   if (!is_json_content_type(ct)) return;
   std::string media(ct.substr(0, ct.find(';')));
   for (auto& c : media) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  FUZZ_REQUIRE(media.find("application/") != std::string::npos &&
-                   media.find("json") != std::string::npos,
-               "%s taken for JSON", media.c_str());
+  FUZZ_REQUIRE(
+      media.find("application/") != std::string::npos && media.find("json") != std::string::npos,
+      "%s taken for JSON", media.c_str());
 }
 
 void check_error(const HttpResponse& r) {
@@ -104,9 +104,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   check_json_string(tr.body);
   // A configured success body is a template: never crashes, substitutes.
   std::string rendered = render_success_body(tr.options, "accepted", 42);
-  FUZZ_REQUIRE(tr.options.find("{id}") == std::string::npos ||
-                   rendered.find("42") != std::string::npos,
-               "{id} not substituted");
+  FUZZ_REQUIRE(
+      tr.options.find("{id}") == std::string::npos || rendered.find("42") != std::string::npos,
+      "{id} not substituted");
 
   const RequestHead head = read_head(req);
   check_token(head.path);

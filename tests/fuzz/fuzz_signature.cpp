@@ -66,8 +66,7 @@ void check_timestamp(std::string_view raw) {
   }
   if (!got) return;
   // Accepted as RFC 3339: the fixed-position fields must be there.
-  FUZZ_REQUIRE(ts.size() >= 20 && ts[4] == '-' && ts[7] == '-' && ts[13] == ':' &&
-                   ts[16] == ':',
+  FUZZ_REQUIRE(ts.size() >= 20 && ts[4] == '-' && ts[7] == '-' && ts[13] == ':' && ts[16] == ':',
                "accepted a timestamp that is not RFC 3339");
   struct tm tm {};
   tm.tm_year = num(ts, 0, 4) - 1900;
@@ -132,7 +131,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (timestamp) check_timestamp(*timestamp);
 
   const std::string correct = compute_signature(key, timestamp.value_or(""), url, body);
-  FUZZ_REQUIRE(correct.size() == 44 && correct.back() == '=', "signature is not base64 of 32 bytes");
+  FUZZ_REQUIRE(correct.size() == 44 && correct.back() == '=',
+               "signature is not base64 of 32 bytes");
   if (want_correct && timestamp) signature = wrap ? " \t" + correct + "\t " : correct;
 
   std::optional<std::string_view> ts_view, sig_view;
