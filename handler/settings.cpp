@@ -22,7 +22,7 @@ const std::vector<SettingDef> kSettingDefs = {
      "permissions of a unix socket the worker creates itself"},
     {"workers", SettingType::kInt, &Settings::workers, 1, 256, "1", false, false,
      "worker processes in the pool (each has its own writer: one process makes the biggest "
-     "group commits; bench/RESULTS.md)"},
+     "group commits; bench/RESULTS-tuning.md)"},
     {"threads", SettingType::kInt, &Settings::threads, 1, 1024, "64", false, false,
      "request threads per worker process (a batch holds at most this many events)"},
     {"database", SettingType::kString, &Settings::database, 0, 0, "", true, false,
