@@ -66,19 +66,18 @@ void Connections::give_back(int fd) {
     close(fd);  // the drain is over: nobody would watch it
     return;
   }
-  watch(fd);
+  // Still registered since it was accepted (one-shot only disarmed it):
+  // re-arm. A descriptor libfcgi closed left the set and never comes back here.
+  watch(fd, EPOLL_CTL_MOD);
 }
 
-void Connections::watch(int fd) {
+void Connections::watch(int fd, int op) {
   // One-shot: once readable, the descriptor is handed to one thread and not
   // reported again until it is given back.
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
   ev.data.fd = fd;
-  // MOD re-arms a descriptor epoll already knows; a new connection (or a
-  // number reused after libfcgi closed the old one) needs ADD.
-  if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev) < 0 &&
-      (errno != ENOENT || epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) < 0)) {
+  if (epoll_ctl(epoll_fd_, op, fd, &ev) < 0) {
     spdlog::warn("msg=\"cannot watch a FastCGI connection, closing it\" error=\"{}\"",
                  std::strerror(errno));
     close(fd);
@@ -114,7 +113,7 @@ bool Connections::accept_new() {
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       std::lock_guard<std::mutex> lk(mu_);
-      watch(fd);
+      watch(fd, EPOLL_CTL_ADD);
       continue;
     }
     if (errno == EINTR || errno == ECONNABORTED) continue;

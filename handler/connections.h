@@ -45,7 +45,7 @@ class Connections {
   bool accept_new();            // false: accepting failed (descriptors exhausted...), pause
   void set_listening(bool on);  // only the connection thread
   void close_idle();            // with mu_ held
-  void watch(int fd);           // with mu_ held
+  void watch(int fd, int op);   // EPOLL_CTL_ADD (new) or _MOD (given back); mu_ held
 
   int listen_fd_;
   int epoll_fd_ = -1;

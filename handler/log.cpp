@@ -21,29 +21,33 @@ constexpr size_t kAsyncQueueLines = 8192;
 
 std::shared_ptr<spdlog::details::thread_pool> g_pool;
 
+// Every logger this process makes: the same pattern; `flush_each` for the
+// synchronous ones (the async one writes each line as its thread takes it).
+void install(std::shared_ptr<spdlog::logger> logger, spdlog::level::level_enum level,
+             bool flush_each) {
+  logger->set_pattern(pattern());
+  logger->set_level(level);
+  if (flush_each) logger->flush_on(spdlog::level::trace);
+  spdlog::set_default_logger(std::move(logger));
+}
+
+// Synchronous, on stderr (journald keeps it under systemd).
+std::shared_ptr<spdlog::logger> stderr_logger(const char* name) {
+  return std::make_shared<spdlog::logger>(name, std::make_shared<spdlog::sinks::stderr_sink_mt>());
+}
+
 }  // namespace
 
 void setup_logging(const std::string& level) {
-  auto logger = spdlog::stderr_logger_mt("ipayout");
-  logger->set_pattern(pattern());
-  logger->set_level(spdlog::level::from_str(level));
-  logger->flush_on(spdlog::level::trace);
-  spdlog::set_default_logger(logger);
+  install(stderr_logger("ipayout"), spdlog::level::from_str(level), true);
 }
 
 void use_async_logging() {
-  auto old = spdlog::default_logger();
   g_pool = std::make_shared<spdlog::details::thread_pool>(kAsyncQueueLines, 1);
-  // The sink's own mutex may be held by a thread that did not survive fork:
-  // a fresh sink, not the master's.
-  auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
-  auto logger = std::make_shared<spdlog::async_logger>(
-      "ipayout-async", sink, g_pool, spdlog::async_overflow_policy::overrun_oldest);
-  logger->set_pattern(pattern());
-  logger->set_level(old->level());
-  // No flush_on: stderr is unbuffered, so each line is written when the
-  // thread takes it; a flush per line would take a second queue slot.
-  spdlog::set_default_logger(logger);
+  install(std::make_shared<spdlog::async_logger>(
+              "ipayout-async", std::make_shared<spdlog::sinks::stderr_sink_mt>(), g_pool,
+              spdlog::async_overflow_policy::overrun_oldest),
+          spdlog::default_logger()->level(), false);
 }
 
 size_t dropped_log_lines() {
@@ -51,19 +55,9 @@ size_t dropped_log_lines() {
 }
 
 void finish_logging() {
-  if (!g_pool) {
-    spdlog::default_logger()->flush();
-    return;
-  }
   // Back to a synchronous logger; the pool's destructor then writes every
   // queued line and joins its thread.
-  auto level = spdlog::default_logger()->level();
-  auto logger = std::make_shared<spdlog::logger>("ipayout-exit",
-                                                 std::make_shared<spdlog::sinks::stderr_sink_mt>());
-  logger->set_pattern(pattern());
-  logger->set_level(level);
-  logger->flush_on(spdlog::level::trace);
-  spdlog::set_default_logger(logger);
+  install(stderr_logger("ipayout-exit"), spdlog::default_logger()->level(), true);
   g_pool.reset();
 }
 

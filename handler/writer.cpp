@@ -92,22 +92,23 @@ StoreResult Writer::store(EventRecord record) {
   item->record = std::move(record);
   item->queued = Clock::now();
   std::future<StoreResult> done = item->done.get_future();
+  const auto settings = settings_.get();  // one snapshot for this request
   bool wake = false;
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (stopping_) return {StoreOutcome::kUnavailable, 0, "shutting down"};
-    if (queue_.size() >= static_cast<size_t>(settings_.get()->queue_max)) {
+    if (queue_.size() >= static_cast<size_t>(settings->queue_max)) {
       return {StoreOutcome::kUnavailable, 0, "writer queue full"};
     }
     queue_.push_back(std::move(item));
     // The writer waits for the first event, or for a full batch while it
     // lingers; in between, waking it would only make it check and sleep again.
-    wake = queue_.size() == 1 || queue_.size() >= full_batch(*settings_.get());
+    wake = queue_.size() == 1 || queue_.size() >= full_batch(*settings);
   }
   if (wake) cv_.notify_one();
   // If the wait times out the writer may still commit the event later. Answering
   // 503 is safe then: i-payout retries and the retry is answered as a duplicate.
-  if (done.wait_for(std::chrono::milliseconds(settings_.get()->request_timeout_ms)) !=
+  if (done.wait_for(std::chrono::milliseconds(settings->request_timeout_ms)) !=
       std::future_status::ready) {
     return {StoreOutcome::kUnavailable, 0, "commit did not finish in time"};
   }
