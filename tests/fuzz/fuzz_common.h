@@ -16,7 +16,7 @@
 //   HTTP_X_SIGNATURE=!   the correct signature over x-timestamp, URL and body
 //   CONTENT_LENGTH=!     the body's length
 // An input that starts with '{' is a bare body (a fixture) sent as a correctly
-// signed POST with the default head, so ../shared/fixtures seed every harness.
+// signed POST with the default head, so tests/fixtures seed every harness.
 #pragma once
 
 #include <simdjson.h>

@@ -27,8 +27,8 @@ def test_signed_fixture_is_accepted_and_stored(endpoint, db):
                     "txid IS NOT NULL FROM ipayout.events WHERE id = %s", (event_id,))
         row = cur.fetchone()
     assert row[0] == "PAYMENT.STATUS.UPDATED"
-    assert row[1] == "/eventId=6f1c2a9e-8d4b-4c57-9a1e-3b2f7d9c0e11"
-    assert row[2] == "PAY-0009876543"
+    assert row[1] == "/eventId=3e0b6c1d-52a7-4f0e-9b8c-71d2e4a5f690"
+    assert row[2] == "PAY-0031415926"
     assert row[3].encode() == body
     assert row[4] == "valid"
     assert row[5] and row[6] == "application/json"
@@ -96,7 +96,7 @@ def test_listen_gets_notification_after_commit(endpoint, stack):
 
 def test_unicode_survives_byte_for_byte(endpoint, db):
     body = (FIXTURES / "customer_created.json").read_bytes()
-    body = body.replace(b'"country":"SE"', '"country":"SE","note":"日本語 😀 \\ud83d\\ude00 \\u00e9"'.encode())
+    body = body.replace(b'"country":"DK"', '"country":"DK","note":"日本語 😀 \\ud83d\\ude00 \\u00e9"'.encode())
     r = endpoint.post(body)
     assert r.status == 200, r
     with db.cursor() as cur:
@@ -105,7 +105,7 @@ def test_unicode_survives_byte_for_byte(endpoint, db):
                     "FROM ipayout.events WHERE id = %s", (r.json()["id"],))
         raw, first, last, note = cur.fetchone()
     assert bytes(raw) == body
-    assert (first, last) == ("Zoë", "Ångström-Øster")
+    assert (first, last) == ("Søren", "Kierkegaard-Ødegård")
     assert note == "日本語 😀 😀 é"
 
 
