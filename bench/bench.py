@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STACK = ROOT / "scripts" / "stack"
 LUA = ROOT / "bench" / "ipayout.lua"
-DEFAULT_FIXTURE = ROOT.parent / "shared" / "fixtures" / "payment_status_updated.json"
+DEFAULT_FIXTURE = ROOT / "tests" / "fixtures" / "payment_status_updated.json"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KEY = "pk_bench_" + "3f9a1c"
 
@@ -192,6 +192,11 @@ def worker_rss(master):
             "hwm_max_mb": round(max(hwm), 1), "n": len(rss)}
 
 
+def rel_to_root(path):
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 # ------------------------------------------------------------------ the bench
 
 
@@ -208,8 +213,6 @@ class Bench:
         self.runid = time.strftime("%m%d%H%M%S")
         self.out_dir = self.state / "results" / self.runid
         self.fixture = Path(a.fixture).read_bytes()
-        if len(self.fixture) != 612:
-            log(f"note: the fixture is {len(self.fixture)} bytes (the issue's target is for 612)")
         m = re.search(rb'"eventId":"([^"]+)"', self.fixture)
         if not m:
             die(f"{a.fixture} has no eventId to make unique")
@@ -378,114 +381,89 @@ class Bench:
 
     # ---------------------------------------------------------------- HTTP ceiling
 
-    def start_ceiling(self):
-        d = self.ceil_dir = self.state / "ceiling"
-        (d / "tmp").mkdir(parents=True, exist_ok=True)
-        ngx = self.state / "nginx"
-        self.stop_ceiling()
-        # The stack's nginx.conf with the FastCGI location replaced by `return 200`:
-        # same worker count, TLS certificate, protocols, http2 flag and access log.
-        conf = f"""# Written by bench/run: the HTTP ceiling. Same TLS listener setup as the
-# stack's nginx (scripts/stack), but /ipayout/webhooks/ answers itself.
-user root;
-daemon on;
-worker_processes 1;
-pid "{d}/nginx.pid";
-error_log "{d}/error.log" warn;
-events {{
-    worker_connections 1024;
-}}
-http {{
-    server_tokens off;
-    default_type application/octet-stream;
-    client_body_temp_path "{d}/tmp/client_body";
-    fastcgi_temp_path "{d}/tmp/fastcgi";
-    proxy_temp_path "{d}/tmp/proxy";
-    scgi_temp_path "{d}/tmp/scgi";
-    uwsgi_temp_path "{d}/tmp/uwsgi";
-    map $request_uri $ipayout_log_uri {{
-        "~^/ipayout/webhooks/[^/?]*(?<ipayout_rest>.*)$" "/ipayout/webhooks/<token>$ipayout_rest";
-        default $request_uri;
-    }}
-    log_format ipayout_redacted '$remote_addr [$time_local] "$request_method $ipayout_log_uri $server_protocol" '
-                                '$status $body_bytes_sent $request_time $upstream_response_time';
-    access_log "{d}/access.log" ipayout_redacted;
-    server {{
-        listen 127.0.0.1:{self.ceiling_port} ssl http2;
-        server_name localhost;
-        ssl_certificate "{ngx}/cert.pem";
-        ssl_certificate_key "{ngx}/key.pem";
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location /ipayout/webhooks/ {{
-            client_max_body_size 1m;
-            client_body_buffer_size 1040k;
-            types {{ }}
-            default_type application/json;
-            add_header Cache-Control no-store always;
-            return 200 '{{"status":"accepted","id":0}}';
-        }}
-        location / {{
-            return 404;
-        }}
-    }}
-}}
-"""
-        (d / "nginx.conf").write_text(conf)
-        p = subprocess.run(["nginx", "-p", f"{d}/", "-c", str(d / "nginx.conf"), "-e",
-                            str(d / "error.log")], capture_output=True, text=True,
-                           env=dict(os.environ, PATH=os.environ["PATH"] + ":/usr/sbin"))
-        if p.returncode != 0:
-            die(f"ceiling nginx did not start: {p.stderr}")
-        for _ in range(50):
-            if read_pid(d / "nginx.pid"):
-                break
-            time.sleep(0.1)
-
-    def start_alt_nginx(self, keepalive):
-        """A second nginx beside the stack's, from the stack's own nginx.conf, but
-        with `keepalive N` in the upstream, or with N = 0 without keepalive and
-        with `fastcgi_keep_conn off` (one FastCGI connection per request): what
-        keeping FastCGI connections open is worth."""
-        d = self.state / "nginx-alt"
+    def derive_nginx(self, d, port, snippet, keepalive=None):
+        """A second nginx beside the stack's, made from the stack's own files
+        (its nginx.conf and the site it rendered from nginx/example-site.conf),
+        with its own pid, logs and temp paths, the HTTPS listener (and the other
+        two) moved to `port` (+1, +2), `snippet` in place of
+        nginx/ipayout-webhook.conf, and optionally another upstream keepalive
+        (0 = none). Every replaced text must be there: a change to the stack's
+        files that this does not know about stops the bench instead of
+        measuring something else. Returns the new nginx's pid."""
         (d / "tmp").mkdir(parents=True, exist_ok=True)
         self.stop_nginx(d)
         ngx = self.state / "nginx"
         conf = (ngx / "nginx.conf").read_text()
-        snippet = (ROOT / "nginx" / "ipayout-webhook.conf").read_text()
-        if "fastcgi_keep_conn on;" not in snippet:
-            die("nginx/ipayout-webhook.conf has no 'fastcgi_keep_conn on;' to vary")
-        if keepalive == 0:
-            snippet = snippet.replace("fastcgi_keep_conn on;", "fastcgi_keep_conn off;")
-        (d / "ipayout-webhook.conf").write_text(snippet)
-        self.alt_port = self.https_port + 20
+        site = (ngx / "site.conf").read_text()
+
+        def swap(text, what, old, new):
+            if old not in text:
+                die(f"cannot derive an nginx in {d}: '{old}' not in the stack's {what}")
+            return text.replace(old, new)
+
         for old, new in ((f'"{ngx}/nginx.pid"', f'"{d}/nginx.pid"'),
                          (f'"{ngx}/error.log"', f'"{d}/error.log"'),
-                         (f'"{ngx}/access.log"', f'"{d}/access.log"'),
                          (f'"{ngx}/tmp/', f'"{d}/tmp/'),
-                         (f'include "{ROOT}/nginx/ipayout-webhook.conf";',
-                          f'include "{d}/ipayout-webhook.conf";')):
-            if old not in conf:
-                die(f"cannot derive the keepalive nginx: '{old}' not in {ngx}/nginx.conf")
-            conf = conf.replace(old, new)
-        for k in (2, 1, 0):
-            conf = conf.replace(f"listen 127.0.0.1:{self.https_port + k}", f"listen 127.0.0.1:{self.alt_port + k}")
-        line = f"keepalive {keepalive};" if keepalive else ""
-        conf, n = re.subn(r"(upstream ipayout_webhook \{[^}]*?)keepalive \d+;", lambda m: m.group(1) + line,
-                          conf, count=1)
-        if n != 1:
-            die("cannot find `keepalive N;` in the upstream block of the stack's nginx.conf")
+                         (f'include "{ngx}/site.conf";', f'include "{d}/site.conf";')):
+            conf = swap(conf, "nginx.conf", old, new)
+        site = swap(site, "site.conf", f"{ngx}/access.log", f"{d}/access.log")
+        site = swap(site, "site.conf", f"include {ROOT}/nginx/ipayout-webhook.conf;",
+                    f"include {d}/ipayout-webhook.conf;")
+        for k in (0, 1, 2):
+            site = swap(site, "site.conf", f"listen 127.0.0.1:{self.https_port + k}",
+                        f"listen 127.0.0.1:{port + k}")
+            site = site.replace(f"listen [::1]:{self.https_port + k}", f"listen [::1]:{port + k}")
+        if keepalive is not None:
+            line = f"keepalive {keepalive};" if keepalive else ""
+            site, n = re.subn(r"(upstream ipayout_webhook \{[^}]*?)keepalive \d+;",
+                              lambda m: m.group(1) + line, site, count=1)
+            if n != 1:
+                die("cannot find `keepalive N;` in the upstream block of the stack's site.conf")
+        (d / "ipayout-webhook.conf").write_text(snippet)
+        (d / "site.conf").write_text(site)
         (d / "nginx.conf").write_text(conf)
         p = subprocess.run(["nginx", "-p", f"{d}/", "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")],
                            capture_output=True, text=True,
                            env=dict(os.environ, PATH=os.environ["PATH"] + ":/usr/sbin"))
         if p.returncode != 0:
-            die(f"the derived nginx did not start: {p.stderr}")
+            die(f"the nginx derived in {d} did not start: {p.stderr}")
         for _ in range(50):
             pid = read_pid(d / "nginx.pid")
             if pid:
                 return pid
             time.sleep(0.1)
-        die("the derived nginx wrote no pid file")
+        die(f"the nginx derived in {d} wrote no pid file")
+
+    def start_ceiling(self):
+        """The HTTP ceiling: the stack's nginx, same site (TLS, limits, logs,
+        worker settings), but /ipayout/webhooks/ answers `return 200` itself.
+        The rest of the snippet (its named error locations) stays."""
+        self.ceil_dir = self.state / "ceiling"
+        snippet = (ROOT / "nginx" / "ipayout-webhook.conf").read_text()
+        snippet, n = re.subn(r"(?ms)^location /ipayout/webhooks/ \{\n.*?^\}\n", """location /ipayout/webhooks/ {
+    client_max_body_size 1m;
+    client_body_buffer_size 1040k;
+    types { }
+    default_type application/json;
+    add_header Cache-Control no-store always;
+    return 200 '{"status":"accepted","id":0}';
+}
+""", snippet, count=1)
+        if n != 1:
+            die("nginx/ipayout-webhook.conf has no `location /ipayout/webhooks/ {` block to replace")
+        self.derive_nginx(self.ceil_dir, self.ceiling_port, snippet)
+
+    def start_alt_nginx(self, keepalive):
+        """The stack's nginx with `keepalive N` in the upstream, or with N = 0
+        without keepalive and with `fastcgi_keep_conn off` (one FastCGI
+        connection per request): what keeping FastCGI connections open is worth."""
+        snippet = (ROOT / "nginx" / "ipayout-webhook.conf").read_text()
+        if "fastcgi_keep_conn on;" not in snippet:
+            die("nginx/ipayout-webhook.conf has no 'fastcgi_keep_conn on;' to vary")
+        if keepalive == 0:
+            snippet = snippet.replace("fastcgi_keep_conn on;", "fastcgi_keep_conn off;")
+        self.alt_port = self.https_port + 20
+        return self.derive_nginx(self.state / "nginx-alt", self.alt_port, snippet, keepalive)
 
     def stop_ceiling(self):
         self.stop_nginx(self.ceil_dir)
@@ -933,7 +911,8 @@ COMMIT;
             "simd": " ".join(f for f in ("sse4_2", "avx2", "avx512f") if f in flags),
             "commit": git("rev-parse", "--short=12", "HEAD"),
             "dirty": dirty,
-            "binary": f"{self.bin_src} (sha256 {self.bin_sha})",
+            # Relative to the checkout when inside it: the file is read by others.
+            "binary": f"{rel_to_root(self.bin_src)} (sha256 {self.bin_sha})",
             "pg": pg,
             "wrk": (subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
                     .splitlines() or ["?"])[0].split(" Copyright")[0],
