@@ -88,8 +88,6 @@ stack_config() {
   HTTPS_PORT="${IPAYOUT_HTTPS_PORT:-8443}"
   HTTP_PORT="$((HTTPS_PORT + 1))"
   OPERATOR_PORT="$((HTTPS_PORT + 2))"  # metrics and health, loopback only
-  WORKERS="${IPAYOUT_WORKERS:-2}"
-  THREADS="${IPAYOUT_THREADS:-4}"
   BIN="${IPAYOUT_BIN:-$ROOT/build/handler/ipayout-webhookd}"
 
   # Relative paths would break once a command runs from another directory.

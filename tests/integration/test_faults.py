@@ -13,6 +13,7 @@ started without PostgreSQL (one request each) and the SIGTERM drain under load
 in test_resilience.py; a killed worker being replaced in test_process_model.py.
 The SIGTERM scenario below runs only in the long version.
 """
+import contextlib
 import json
 import os
 import pwd
@@ -38,7 +39,9 @@ LONG_SECONDS = float(os.environ.get("IPAYOUT_FAULTS_SECONDS") or 0)
 LONG = LONG_SECONDS > 0
 REPORT = os.environ.get("IPAYOUT_FAULTS_REPORT")
 SENDERS = int(os.environ.get("IPAYOUT_FAULTS_SENDERS") or 8)
-THREADS = 8  # per worker: conftest's Stack starts the pool with IPAYOUT_THREADS=8
+# The worker-SIGKILL test runs the pool as 2 workers x 8 threads (pool_with):
+# with the default single worker, every kill would take the whole pool.
+THREADS = 8
 WORKERS = 2
 
 
@@ -240,9 +243,28 @@ def finish_load(led, seconds):
     return led.finish()
 
 
+@contextlib.contextmanager
+def pool_with(stack, **env):
+    """The pool restarted with these IPAYOUT_<SETTING> variables, and with the
+    daemon's defaults again afterwards."""
+    stack_cmd(stack, "pool-stop")
+    stack_cmd(stack, "pool-start", **env)
+    try:
+        yield
+    finally:
+        stack_cmd(stack, "pool-stop")
+        stack_cmd(stack, "pool-start")
+
+
 # ---------------------------------------------------------------- worker SIGKILL
 
-def test_sigkill_workers_under_load(stack):
+@pytest.fixture
+def two_worker_pool(stack):
+    with pool_with(stack, IPAYOUT_WORKERS=str(WORKERS), IPAYOUT_THREADS=str(THREADS)):
+        yield
+
+
+def test_sigkill_workers_under_load(stack, two_worker_pool):
     """Workers SIGKILLed repeatedly, one or all at once: each is replaced within
     a second, only the requests it had in flight fail (nginx 502 -> JSON 503;
     connections waiting in the listen backlog are served by the others or the
@@ -449,16 +471,12 @@ def test_pool_starts_while_postgres_is_down_under_load(stack):
 def short_timeouts_pool(stack):
     """The pool restarted with short bounded waits, and restored afterwards."""
     if LONG:
-        timeouts = {"commit_timeout_ms": 5000, "request_timeout_ms": 10000}  # the defaults
-    else:
-        timeouts = {"commit_timeout_ms": 1000, "request_timeout_ms": 2000}
-        stack_cmd(stack, "pool-stop")
-        stack_cmd(stack, "pool-start", IPAYOUT_COMMIT_TIMEOUT_MS=str(timeouts["commit_timeout_ms"]),
-                  IPAYOUT_REQUEST_TIMEOUT_MS=str(timeouts["request_timeout_ms"]))
-    yield timeouts
-    if not LONG:
-        stack_cmd(stack, "pool-stop")
-        stack_cmd(stack, "pool-start")
+        yield {"commit_timeout_ms": 5000, "request_timeout_ms": 10000}  # the defaults
+        return
+    timeouts = {"commit_timeout_ms": 1000, "request_timeout_ms": 2000}
+    with pool_with(stack, IPAYOUT_COMMIT_TIMEOUT_MS=str(timeouts["commit_timeout_ms"]),
+                   IPAYOUT_REQUEST_TIMEOUT_MS=str(timeouts["request_timeout_ms"])):
+        yield timeouts
 
 
 def test_slow_postgres_bounded_waits(stack, short_timeouts_pool):

@@ -51,7 +51,12 @@ def test_metrics_count_requests_events_and_batches(stack):
     assert sample(after, "ipayout_batch_size_count") >= sample(before, "ipayout_batch_size_count") + 2
     assert sample(after, "ipayout_commit_duration_seconds_bucket", le="+Inf") == \
         sample(after, "ipayout_commit_duration_seconds_count")
-    for worker in (0, 1):
+    # One series per worker process of the pool (the daemon's default is one).
+    workers = subprocess.run(["pgrep", "-P", str(stack.pool_pid())], capture_output=True,
+                             text=True).stdout.split()
+    assert sorted(re.findall(r'^ipayout_db_connected\{worker="(\d+)"\}', after, re.M)) == \
+        [str(w) for w in range(len(workers))]
+    for worker in range(len(workers)):
         assert sample(after, "ipayout_db_connected", worker=worker) == 1
         assert sample(after, "ipayout_writer_queue_depth", worker=worker) is not None
     # Prometheus conventions: every family has HELP and TYPE, counters end in _total.

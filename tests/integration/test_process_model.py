@@ -105,11 +105,11 @@ def test_killed_worker_is_replaced(stack):
     ep = create_endpoint(stack, "kill-" + uuid.uuid4().hex[:8])
     master = stack.pool_pid()
     before = children(master)
-    assert len(before) == 2, before
+    assert before, "the pool has no workers"
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
     started = time.time()
-    assert wait_for(lambda: len(children(master)) == 2 and victim not in children(master), 5)
+    assert wait_for(lambda: len(children(master)) == len(before) and victim not in children(master), 5)
     print(f"replaced in {time.time() - started:.2f}s")
     body = ('{"event":"PAYMENT.CREATED","eventId":"%s"}' % uuid.uuid4()).encode()
     assert wait_for(lambda: ep.post(body).status == 200, 10)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "scripts" / "stack"
-FIXTURES = ROOT.parent / "shared" / "fixtures"
+FIXTURES = ROOT / "tests" / "fixtures"
 # IPAYOUT_BIN: the binary under test (scripts/stack honours the same variable).
 BIN = Path(os.environ.get("IPAYOUT_BIN", ROOT / "build" / "handler" / "ipayout-webhookd"))
 # The events CLI from the same build tree as BIN.
@@ -64,12 +64,14 @@ class Stack:
     its own state directory and ports, so tests never touch a developer's stack."""
 
     def __init__(self, state_dir, pg_port, https_port):
-        self.env = dict(os.environ,
-                        IPAYOUT_STATE_DIR=str(state_dir),
-                        IPAYOUT_PG_PORT=str(pg_port),
-                        IPAYOUT_HTTPS_PORT=str(https_port),
-                        IPAYOUT_WORKERS="2",
-                        IPAYOUT_THREADS="8")
+        # The pool runs with the daemon's defaults, as a merchant's does: no
+        # IPAYOUT_<SETTING> of the caller's environment reaches it. A test that
+        # needs other settings restarts the pool with them (test_faults.pool_with).
+        harness = ("IPAYOUT_BIN", "IPAYOUT_EVENTS_BIN", "IPAYOUT_TEST_", "IPAYOUT_FAULTS_")
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("IPAYOUT_") or k.startswith(harness)}
+        self.env.update(IPAYOUT_STATE_DIR=str(state_dir), IPAYOUT_PG_PORT=str(pg_port),
+                        IPAYOUT_HTTPS_PORT=str(https_port))
         self.info = {}
 
     def run(self, *args, timeout=180):
