@@ -43,13 +43,17 @@ class Response:
         return f"<{self.status} {self.body[:200]!r}>"
 
 
-def request(url, method="POST", body=b"", headers=None, ca=None, timeout=30):
+def request(url, method="POST", body=b"", headers=None, ca=None, timeout=30, source=None):
+    """One request on a new connection; `source`: the local address to connect
+    from (any of 127.0.0.0/8), as another client host would."""
     u = urllib.parse.urlsplit(url)
+    src = (source, 0) if source else None
     if u.scheme == "https":
         ctx = ssl.create_default_context(cafile=ca) if ca else ssl._create_unverified_context()
-        conn = http.client.HTTPSConnection(u.hostname, u.port, context=ctx, timeout=timeout)
+        conn = http.client.HTTPSConnection(u.hostname, u.port, context=ctx, timeout=timeout,
+                                           source_address=src)
     else:
-        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout, source_address=src)
     path = u.path + (("?" + u.query) if u.query else "")
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -115,7 +119,7 @@ class Endpoint:
         self.stack, self.name, self.key, self.policy, self.url = stack, name, key, policy, url
 
     def post(self, body: bytes, ts=None, signature=None, content_type="application/json",
-             extra_headers=None, url=None, method="POST", sign_url=None):
+             extra_headers=None, url=None, method="POST", sign_url=None, source=None, timeout=30):
         ts = str(int(time.time())) if ts is None else ts
         headers = {"Content-Type": content_type} if content_type else {}
         if ts is not False:
@@ -126,7 +130,7 @@ class Endpoint:
             headers["x-signature"] = signature
         headers.update(extra_headers or {})
         return request(url or self.url, method=method, body=body, headers=headers,
-                       ca=self.stack.ca)
+                       ca=self.stack.ca, source=source, timeout=timeout)
 
 
 def create_endpoint(stack, name, key="pk_test_3f9a1c", policy="required"):
