@@ -1,5 +1,5 @@
 // Where a request goes: this file is the whole path of one webhook delivery,
-// from FastCGI params to the answer, in the order of the contract (DESIGN.md):
+// from FastCGI params to the answer, in the order of the contract (docs/design.md):
 //   method -> token -> endpoint -> content type -> length -> body -> signature
 //   -> JSON and dedup key -> group commit -> answer (only after COMMIT).
 #pragma once

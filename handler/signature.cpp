@@ -47,7 +47,7 @@ std::optional<SignaturePolicy> parse_policy(std::string_view s) {
 bool accepted_by(SignaturePolicy p, SignatureVerdict v) {
   if (p != SignaturePolicy::kRequired) return true;
   // The timestamp format is undocumented: a correct signature over an unparsable
-  // timestamp is accepted and recorded as such rather than rejected (IPAYOUT.md).
+  // timestamp is accepted and recorded as such rather than rejected (docs/ipayout.md).
   return v == SignatureVerdict::kValid || v == SignatureVerdict::kValidUnparsedTimestamp;
 }
 

@@ -1,4 +1,4 @@
-// i-payout's webhook signature (IPAYOUT.md):
+// i-payout's webhook signature (docs/ipayout.md, "The signature"):
 //   x-signature = base64(HMAC-SHA256(key, SHA-256("<x-timestamp>#<notification URL>#<raw body>")))
 // and the replay window on x-timestamp when it parses.
 #pragma once

@@ -36,7 +36,7 @@
 
 namespace ipayout::fuzz {
 
-// IPAYOUT.md's worked example.
+// The worked example of docs/ipayout.md.
 constexpr std::string_view kToken = "Zq3vK8mN2pR5tW7yB1cD4fG6hJ9kL0xA";
 constexpr std::string_view kKey = "pk_test_3f9a1c";
 constexpr std::string_view kUrl =

@@ -1,6 +1,6 @@
-"""The consumers in examples/ are what a merchant copies: each is in the README
-verbatim, and each runs here against the real stack, with events posted
-through nginx."""
+"""The consumers in examples/ are what a merchant copies: each is shown in
+docs/consumers.md verbatim, and each runs here against the real stack, with
+events posted through nginx."""
 import json
 import os
 import shutil
@@ -19,12 +19,31 @@ NODE_DIR = EXAMPLES / "node"
 
 
 
+def fenced_blocks(markdown):
+    """The contents of the ``` code blocks of a Markdown text, each as the text
+    of a file (every line ends with a newline)."""
+    blocks, current = [], None
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            if current is None:
+                current = []
+            else:
+                blocks.append("".join(l + "\n" for l in current))
+                current = None
+        elif current is not None:
+            current.append(line)
+    assert current is None, "an unclosed code block"
+    return blocks
+
+
 @pytest.mark.parametrize("path", ["consumer.sql", "consumer.py", "node/consumer.js",
                                   "node/package.json"])
-def test_readme_shows_the_example_verbatim(path):
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("<!-- reading:begin -->"):readme.index("<!-- reading:end -->")]
-    assert (EXAMPLES / path).read_text() in section, f"README is out of date with examples/{path}"
+def test_docs_show_the_example_verbatim(path):
+    # A whole code block equal to the whole file: not a fragment of it, and not
+    # the file inside a longer block.
+    blocks = fenced_blocks((ROOT / "docs" / "consumers.md").read_text())
+    assert (EXAMPLES / path).read_text() in blocks, \
+        f"docs/consumers.md has no code block equal to examples/{path}"
 
 
 def post_events(endpoint, events):

@@ -25,7 +25,7 @@ EVENTS_BIN = Path(os.environ.get("IPAYOUT_EVENTS_BIN", BIN.parent.parent / "cli"
 
 
 def sign(key: str, timestamp: str, url: str, body: bytes) -> str:
-    """IPAYOUT.md: base64(HMAC-SHA256(key, SHA-256("<ts>#<url>#<body>")))."""
+    """docs/ipayout.md: base64(HMAC-SHA256(key, SHA-256("<ts>#<url>#<body>")))."""
     digest = hashlib.sha256(timestamp.encode() + b"#" + url.encode() + b"#" + body).digest()
     return base64.b64encode(hmac.new(key.encode(), digest, hashlib.sha256).digest()).decode()
 

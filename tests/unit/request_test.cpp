@@ -1,6 +1,6 @@
 // The request path's pure functions: content type, token from path, the checks
 // before and after the body, and every answer the HTTP contract names
-// (DESIGN.md "Contracts"), without FastCGI or a database.
+// (docs/design.md, "The HTTP contract"), without FastCGI or a database.
 #include "request.h"
 
 #include <gtest/gtest.h>
@@ -17,7 +17,7 @@
 namespace ipayout {
 namespace {
 
-// The worked example from IPAYOUT.md.
+// The worked example of docs/ipayout.md ("Worked example").
 constexpr std::string_view kToken = "Zq3vK8mN2pR5tW7yB1cD4fG6hJ9kL0xA";  // 32 characters
 constexpr std::string_view kKey = "pk_test_3f9a1c";
 constexpr std::string_view kUrl =

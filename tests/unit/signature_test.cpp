@@ -1,4 +1,4 @@
-// The i-payout signature scheme (IPAYOUT.md), the x-timestamp formats and the
+// The i-payout signature scheme (docs/ipayout.md), the x-timestamp formats and the
 // replay window, and how each endpoint policy treats each verdict.
 #include "signature.h"
 
@@ -10,7 +10,7 @@
 namespace ipayout {
 namespace {
 
-// The worked example from IPAYOUT.md, byte for byte.
+// The worked example of docs/ipayout.md, byte for byte.
 constexpr std::string_view kKey = "pk_test_3f9a1c";
 constexpr std::string_view kTimestamp = "1764151530";
 constexpr int64_t kNow = 1764151530;  // 2025-11-26T10:05:30Z
