@@ -28,7 +28,7 @@ import pytest
 from conftest import count_events
 from webhook import create_endpoint, sign
 
-LIMIT = 1048576  # body_limit = client_max_body_size (README)
+LIMIT = 1048576  # body_limit = client_max_body_size (docs/configuration.md)
 WORKER, SNIPPET, NGINX_CORE = "worker", "snippet", "nginx-core"
 
 
@@ -182,7 +182,7 @@ E401_WINDOW = dict(status=401, error="timestamp_out_of_window")
 OK = dict(status=200, stored=1)
 
 CASES = [
-    # --- not JSON, or not JSON we can store (README: 400, nothing written)
+    # --- not JSON, or not JSON we can store (docs/design.md: 400, nothing written)
     Case("empty body", body=lambda: b"", **BAD_JSON),
     Case("whitespace body", body=lambda: b" \r\n\t ", **BAD_JSON),
     Case("truncated object", body=lambda: ev()[:-1], **BAD_JSON),

@@ -1,6 +1,6 @@
 """The worker pool writing through a real PgBouncer in transaction pool mode:
-what a fleet of receiver hosts in front of one PostgreSQL would use (README,
-"Growing past one machine").
+what a fleet of receiver hosts in front of one PostgreSQL would use
+(docs/scaling.md).
 
 The test starts its own PgBouncer on loopback (a port derived from the stack's
 PostgreSQL port) and its own pool pointed at it, and speaks FastCGI to the pool
