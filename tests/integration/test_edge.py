@@ -6,11 +6,13 @@ come from DELIVERY (two loopback addresses, as two hosts would be); the site
 does not limit this host's own address, 127.0.0.1 (local tools and load tests),
 so neither is that."""
 import os
+
 import shutil
 import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +141,31 @@ def test_a_flood_from_one_address_gets_429_and_others_get_through(stack, endpoin
     assert set(statuses) <= {404, 429}
     assert bodies[0] == ("1", {"error": "rate_limited", "message": "too many requests, retry later"})
     assert delivered and set(delivered) == {200}
+
+
+def set_site(stack, text):
+    (Path(stack.info["STATE_DIR"]) / "nginx" / "site.conf").write_text(text)
+    stack.run("nginx-reload")
+
+
+def test_source_allow_list_is_off_by_default_and_refuses_others_when_on(stack, endpoint):
+    """The site's geo allow-list: as shipped every source delivers; with the
+    edit its comment describes (default 0, allowed addresses listed with 1),
+    only those do, and the others get 403 as JSON without reaching a worker."""
+    body = lambda: ('{"event":"PAYMENT.COMPLETED","eventId":"%s"}' % uuid.uuid4()).encode()
+    assert endpoint.post(body(), source=ATTACKER).status == 200  # off by default
+    site = Path(stack.info["STATE_DIR"]) / "nginx" / "site.conf"
+    shipped = site.read_text()
+    old = "geo $ipayout_source_allowed {\n    default 1;\n"
+    assert shipped.count(old) == 1, "the site's allow-list is not as this test knows it"
+    try:
+        set_site(stack, shipped.replace(old, "geo $ipayout_source_allowed {\n    default 0;\n"
+                                        f"    127.0.0.1/32 1;\n    {DELIVERY}/32 1;\n"))
+        refused = endpoint.post(body(), source=ATTACKER)
+        assert refused.status == 403
+        assert refused.json() == {"error": "forbidden", "message": "source address not allowed"}
+        assert endpoint.post(body(), source=DELIVERY).status == 200
+        assert endpoint.post(body()).status == 200  # 127.0.0.1
+    finally:
+        set_site(stack, shipped)
+    assert endpoint.post(body(), source=ATTACKER).status == 200
