@@ -6,7 +6,6 @@ come from DELIVERY (two loopback addresses, as two hosts would be); the site
 does not limit this host's own address, 127.0.0.1 (local tools and load tests),
 so neither is that."""
 import os
-
 import shutil
 import subprocess
 import threading
