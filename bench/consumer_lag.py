@@ -36,8 +36,10 @@ DAEMON = ROOT / "build" / "handler" / "ipayout-webhookd"
 QUERIES = ROOT / "monitoring" / "postgres-exporter" / "ipayout-queries.yaml"
 EXPORTER = "/usr/bin/prometheus-postgres-exporter"
 ENDPOINT = "bench-lag"
-CONSUMERS = [("bench-lag-all", "beginning", "%"), ("bench-lag-payments", "beginning", "PAYMENT.%"),
-             ("bench-lag-rare", "beginning", "NO.SUCH.EVENT.%"), ("bench-lag-caught-up", "end", "%")]
+CONSUMERS = [("bench-lag-all", "beginning", "%"),
+             ("bench-lag-payments", "beginning", "PAYMENT.%"),
+             ("bench-lag-rare", "beginning", "NO.SUCH.EVENT.%"),
+             ("bench-lag-caught-up", "end", "%")]
 
 
 def log(msg):
@@ -81,7 +83,8 @@ def fill(conn, endpoint_id, events):
             cur.execute(
                 "INSERT INTO ipayout.events (endpoint_id, event, dedup_key, payload, raw_body,"
                 " signature, received_at)"
-                " SELECT %s, CASE WHEN g %% 2 = 0 THEN 'PAYMENT.COMPLETED' ELSE 'TRANSFER.SENT' END,"
+                " SELECT %s,"
+                " CASE WHEN g %% 2 = 0 THEN 'PAYMENT.COMPLETED' ELSE 'TRANSFER.SENT' END,"
                 " 'bench-' || g, jsonb_build_object('event', 'x', 'eventId', g), repeat('x', 400),"
                 " 'valid', now() - interval '1 hour' + g * (interval '1 hour' / %s)"
                 " FROM generate_series(%s, %s) g", (endpoint_id, events, lo + 1, hi))
@@ -141,7 +144,8 @@ def main():
             cur.execute("SHOW shared_buffers")
             shared_buffers = cur.fetchone()[0]
             print(f"events in the table: {total} ({size} with indexes), consumers: {n_consumers}"
-                  f" ({len(CONSUMERS) - 1} of them at the beginning of the feed), shared_buffers {shared_buffers}")
+                  f" ({len(CONSUMERS) - 1} of them at the beginning of the feed),"
+                  f" shared_buffers {shared_buffers}")
 
             cur.execute("SELECT consumer, pending, window_full, round(oldest_pending_age_seconds)"
                         " FROM ipayout.consumer_lag(10000) WHERE consumer LIKE 'bench-lag-%'")
@@ -209,7 +213,8 @@ def main():
               " pg_database_size, included):")
         print(f"  HTTP scrape time, median / max of {args.runs}: "
               f"{statistics.median(times):.1f} ms / {max(times):.1f} ms")
-        print(f"  pg_exporter_last_scrape_duration_seconds, median: {statistics.median(inner):.1f} ms")
+        print("  pg_exporter_last_scrape_duration_seconds, median:"
+              f" {statistics.median(inner):.1f} ms")
         print("  " + "\n  ".join(line for line in text.splitlines()
                                  if line.startswith("ipayout_consumer_") and "bench-lag-" in line))
     finally:
