@@ -129,6 +129,7 @@ def main():
                 row = cur.fetchone()
         conn.commit()
         fill(conn, row[0], args.events)
+        conn.commit()  # fill() may have only read
         conn.autocommit = True
         with conn.cursor() as cur:
             for name, start, pattern in CONSUMERS:

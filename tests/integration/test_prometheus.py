@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import psycopg2
+import psycopg2.errors
 import pytest
 import yaml
 
@@ -227,6 +228,24 @@ def test_consumer_lag_reaches_prometheus_through_the_exporter(stack, monitoring,
         cur.execute("SELECT ipayout.ack(%s, %s)", (name, max(ids)))
     monitoring.wait_value(pending, 0)
     monitoring.wait_value(age, 0)
+
+
+def test_the_monitoring_role_reads_the_lag_and_nothing_else(stack, monitoring):
+    pg_port = urllib.parse.urlsplit(stack.database_url).port
+    conn = psycopg2.connect(f"postgresql://{EXPORTER_ROLE}@127.0.0.1:{pg_port}/ipayout")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM ipayout.consumer_lag(10)")
+            for sql in ("SELECT 1 FROM ipayout.events LIMIT 1",
+                        "SELECT 1 FROM ipayout.endpoints LIMIT 1",
+                        "SELECT 1 FROM ipayout.consumers LIMIT 1",
+                        "SELECT 1 FROM ipayout.consumer_status()",
+                        "SELECT 1 FROM ipayout.poll('x')"):
+                with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                    cur.execute(sql)
+    finally:
+        conn.close()
 
 
 def test_promtool_check_metrics_passes_on_the_exposition(stack, monitoring, consumer):
