@@ -61,6 +61,18 @@ file(GLOB IPAYOUT_PKG_SQL CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/sql/*.sql)
 install(FILES ${IPAYOUT_PKG_SQL} DESTINATION /usr/share/ipayout-webhook/sql
   PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
 
+# Monitoring (docs/monitoring.md), everything under monitoring/: Prometheus
+# alerting rules with their promtool tests, the postgres_exporter query file
+# for consumers' lag, a Grafana dashboard.
+file(GLOB_RECURSE IPAYOUT_PKG_MONITORING CONFIGURE_DEPENDS RELATIVE ${PROJECT_SOURCE_DIR}/monitoring
+     ${PROJECT_SOURCE_DIR}/monitoring/*)
+foreach(f IN LISTS IPAYOUT_PKG_MONITORING)
+  get_filename_component(dir ${f} DIRECTORY)
+  install(FILES ${PROJECT_SOURCE_DIR}/monitoring/${f}
+    DESTINATION /usr/share/ipayout-webhook/monitoring/${dir}
+    PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+endforeach()
+
 # The README links into docs/: ship both (and RELIABILITY.md), so the links
 # work in /usr/share/doc/ipayout-webhook as they do in the repository.
 install(FILES ${PROJECT_SOURCE_DIR}/README.md ${PROJECT_SOURCE_DIR}/RELIABILITY.md

@@ -21,6 +21,10 @@ IPAYOUT_PACKAGES=(
   wrk linux-perf  # bench/run (load) and profiling
   slowhttptest iproute2  # tests/integration/test_edge.py (slow clients; ss)
   nodejs  # examples/node (tests/integration/test_examples.py)
+  # tests/integration/test_prometheus.py, bench/consumer_lag.py; promtool is in prometheus.
+  # Under systemd their postinst also starts the system services (:9090, :9187);
+  # the test runs its own instances on other ports and does not use those.
+  prometheus prometheus-postgres-exporter python3-yaml
 )
 # examples/node needs npm too. Debian's npm conflicts with a nodejs package that
 # bundles its own (NodeSource's, which CI machines may have): add it only when

@@ -157,6 +157,9 @@ def expected_files(build):
     }
     for sql in sorted((ROOT / "sql").glob("*.sql")):
         files[f"/usr/share/ipayout-webhook/sql/{sql.name}"] = f"sql/{sql.name}"
+    for f in sorted(f for f in (ROOT / "monitoring").rglob("*") if f.is_file()):
+        rel = f.relative_to(ROOT)
+        files[f"/usr/share/ipayout-webhook/{rel}"] = str(rel)
     if (build / "cli" / "ipayout-events").exists():  # the target exists in this tree
         files["/usr/bin/ipayout-events"] = None
         for unit in ("ipayout-events-purge.service", "ipayout-events-purge.timer"):
