@@ -154,40 +154,10 @@ bool safe_key_text(std::string_view s) {
 
 }  // namespace
 
-Result<std::vector<DedupRule>> parse_dedup_rules(std::string_view setting) {
-  std::vector<DedupRule> rules;
-  size_t pos = 0;
-  while (pos <= setting.size()) {
-    size_t comma = setting.find(',', pos);
-    std::string_view alt =
-        setting.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
-    pos = comma == std::string_view::npos ? setting.size() + 1 : comma + 1;
-    while (!alt.empty() && alt.front() == ' ') alt.remove_prefix(1);
-    while (!alt.empty() && alt.back() == ' ') alt.remove_suffix(1);
-    if (alt.empty()) continue;
-    DedupRule rule;
-    rule.text = std::string(alt);
-    size_t p = 0;
-    while (p <= alt.size()) {
-      size_t plus = alt.find('+', p);
-      std::string_view ptr =
-          alt.substr(p, plus == std::string_view::npos ? std::string_view::npos : plus - p);
-      p = plus == std::string_view::npos ? alt.size() + 1 : plus + 1;
-      while (!ptr.empty() && ptr.front() == ' ') ptr.remove_prefix(1);
-      while (!ptr.empty() && ptr.back() == ' ') ptr.remove_suffix(1);
-      if (ptr.empty() || ptr.front() != '/') {
-        return Error{"invalid_setting",
-                     "dedup_pointers: '" + std::string(ptr) + "' is not a JSON pointer"};
-      }
-      rule.pointers.emplace_back(ptr);
-    }
-    rules.push_back(std::move(rule));
-  }
-  return rules;
-}
-
-EventParser::EventParser(std::vector<DedupRule> rules, size_t max_body)
-    : max_body_(max_body), parser_(max_body), rules_(std::move(rules)) {}
+EventParser::EventParser(DedupRules rules, size_t max_body)
+    : max_body_(max_body),
+      parser_(max_body),
+      rules_(std::make_shared<const DedupRules>(std::move(rules))) {}
 
 Result<ParsedEvent> EventParser::parse(const std::string& body) {
   if (body.find('\0') != std::string::npos) {
@@ -251,7 +221,8 @@ Result<ParsedEvent> EventParser::parse(const std::string& body) {
 
   // De-duplication key: the first rule whose pointers all resolve wins. The rule
   // text prefixes the key so values found under different rules never collide.
-  for (const auto& rule : rules_) {
+  static const DedupRules kNone;
+  for (const auto& rule : rules_ ? *rules_ : kNone) {
     std::string material, value;
     bool complete = true;
     for (size_t i = 0; i < rule.pointers.size() && complete; ++i) {

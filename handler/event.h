@@ -5,21 +5,15 @@
 
 #include <simdjson.h>
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "dedup.h"
 #include "result.h"
 
 namespace ipayout {
-
-// The dedup_pointers setting, parsed: alternatives tried in order, each a list of
-// JSON pointers that must all resolve to a string or a number.
-struct DedupRule {
-  std::string text;                   // "/data/id+/event", used as the key's prefix
-  std::vector<std::string> pointers;  // {"/data/id", "/event"}
-};
-Result<std::vector<DedupRule>> parse_dedup_rules(std::string_view setting);
 
 struct ParsedEvent {
   std::string event;  // the `event` field, unescaped
@@ -35,7 +29,7 @@ constexpr size_t kMaxEventNameBytes = 255;
 
 class EventParser {
  public:
-  explicit EventParser(std::vector<DedupRule> rules, size_t max_body);
+  explicit EventParser(DedupRules rules, size_t max_body);
 
   // `body` must have at least simdjson::SIMDJSON_PADDING bytes of capacity past
   // its size (see padded_capacity). Errors have code "bad_json" or "bad_event".
@@ -43,7 +37,9 @@ class EventParser {
 
   static size_t padded_capacity(size_t n) { return n + simdjson::SIMDJSON_PADDING; }
 
-  void set_rules(std::vector<DedupRule> rules) { rules_ = std::move(rules); }
+  // The rules of a settings snapshot: shared, not copied (they change only on SIGHUP).
+  void set_rules(std::shared_ptr<const DedupRules> rules) { rules_ = std::move(rules); }
+  const std::shared_ptr<const DedupRules>& rules() const { return rules_; }
 
   // Frees the parser's buffers if one large body grew them past `keep` bytes:
   // a thread that once parsed 1 MiB must not hold ~10 MiB for its lifetime.
@@ -54,7 +50,7 @@ class EventParser {
  private:
   size_t max_body_;
   simdjson::ondemand::parser parser_;
-  std::vector<DedupRule> rules_;
+  std::shared_ptr<const DedupRules> rules_;
 };
 
 }  // namespace ipayout

@@ -2,6 +2,8 @@
 
 #include <simdjson.h>
 
+#include <string>
+
 namespace ipayout {
 
 HttpResponse error_response(int status, std::string_view code, std::string_view message) {
@@ -14,6 +16,17 @@ HttpResponse error_response(int status, std::string_view code, std::string_view 
   r.body += ",\"message\":";
   append_json_string(r.body, message);
   r.body += "}";
+  return r;
+}
+
+HttpResponse payload_too_large_response(size_t limit) {
+  return error_response(413, "payload_too_large",
+                        "body is larger than " + std::to_string(limit) + " bytes");
+}
+
+HttpResponse unavailable_response(int retry_after, std::string_view message) {
+  HttpResponse r = error_response(503, "unavailable", message);
+  r.retry_after = retry_after;
   return r;
 }
 

@@ -1,6 +1,7 @@
 // HTTP answers as data: every status the contract names, JSON error bodies.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -18,6 +19,15 @@ struct HttpResponse {
 
 // {"error":"<code>","message":"<message>"}. Messages are ours, never request data.
 HttpResponse error_response(int status, std::string_view code, std::string_view message);
+
+// 413 payload_too_large, whichever check found the body too large (its
+// Content-Length, or the bytes actually read).
+HttpResponse payload_too_large_response(size_t limit);
+
+// 503 unavailable with Retry-After: i-payout delivers again after `retry_after`
+// seconds. `message` says what is unavailable; every 503 is built here.
+HttpResponse unavailable_response(int retry_after,
+                                  std::string_view message = "storage is unavailable, retry later");
 
 const char* reason_phrase(int status);
 

@@ -17,6 +17,12 @@ constexpr int kEndpointSlots = 256;  // more endpoints than this share the "othe
 constexpr int kEventSlots = 256;     // more event names than this share "other"
 constexpr int kMaxStatus = 600;
 
+// The signature failures counted, in the order of their counters; the label
+// is the verdict's own name (to_string).
+constexpr SignatureVerdict kSignatureFailures[] = {
+    SignatureVerdict::kMissing, SignatureVerdict::kInvalid, SignatureVerdict::kExpired};
+constexpr int kSignatureFailureN = sizeof kSignatureFailures / sizeof kSignatureFailures[0];
+
 // Histogram bucket upper bounds.
 constexpr double kBatchBuckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 constexpr double kSecondsBuckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -59,7 +65,7 @@ struct EventSlot {
 struct Block {
   EndpointSlot endpoints[kEndpointSlots + 1];  // [kEndpointSlots] = other / none
   EventSlot events[kEventSlots + 1];           // [kEventSlots] = other
-  std::atomic<uint64_t> signature_failures[3];
+  std::atomic<uint64_t> signature_failures[kSignatureFailureN];
   Histogram<kBatchN> batch_size;
   Histogram<kSecondsN> commit_seconds;
   Histogram<kSecondsN> request_seconds;
@@ -182,9 +188,13 @@ void count_duplicate(int64_t endpoint_id, std::string_view endpoint_name) {
   endpoint_slot(endpoint_id, endpoint_name)->duplicates.fetch_add(1, std::memory_order_relaxed);
 }
 
-void count_signature_failure(std::string_view reason) {
-  int i = reason == "missing" ? 0 : reason == "expired" ? 2 : 1;
-  block()->signature_failures[i].fetch_add(1, std::memory_order_relaxed);
+void count_signature_failure(SignatureVerdict verdict) {
+  for (int i = 0; i < kSignatureFailureN; ++i) {
+    if (kSignatureFailures[i] == verdict) {
+      block()->signature_failures[i].fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+  }
 }
 
 void observe_batch(size_t events, double commit_seconds) {
@@ -270,9 +280,9 @@ std::string render() {
   out +=
       "# HELP ipayout_signature_failures_total Requests whose signature did not verify, by "
       "reason.\n# TYPE ipayout_signature_failures_total counter\n";
-  const char* reasons[] = {"missing", "invalid", "expired"};
-  for (int i = 0; i < 3; ++i) {
-    out += std::string("ipayout_signature_failures_total{reason=\"") + reasons[i] + "\"}";
+  for (int i = 0; i < kSignatureFailureN; ++i) {
+    out += std::string("ipayout_signature_failures_total{reason=\"") +
+           to_string(kSignatureFailures[i]) + "\"}";
     value(b->signature_failures[i].load());
   }
   render_histogram(out, "ipayout_batch_size", "Events per group commit.", b->batch_size,

@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include "signature.h"
+
 namespace ipayout::metrics {
 
 // Maps the shared block (idempotent). Call in the master before forking; a
@@ -22,7 +24,8 @@ constexpr int kMaxWorkers = 64;
 void count_request(int64_t endpoint_id, std::string_view endpoint_name, int status, double seconds);
 void count_event(std::string_view event);
 void count_duplicate(int64_t endpoint_id, std::string_view endpoint_name);
-void count_signature_failure(std::string_view reason);  // "missing", "invalid", "expired"
+// kMissing, kInvalid or kExpired (the verdicts a policy refuses); others are not counted.
+void count_signature_failure(SignatureVerdict verdict);
 void observe_batch(size_t events, double commit_seconds);
 void count_reconnect();
 void count_worker_restart();

@@ -1,11 +1,9 @@
 #include "request.h"
 
-#include "metrics.h"
-
-#include <spdlog/spdlog.h>
-
+#include <cctype>
 #include <chrono>
 #include <ctime>
+#include <utility>
 
 namespace ipayout {
 
@@ -43,8 +41,7 @@ HeadCheck check_head(const RequestHead& head, const EndpointCache& endpoints,
   if (!out.snapshot) {
     // Never loaded: we cannot tell a real endpoint from a wrong one. A 404 here
     // would make i-payout drop a real event; 503 makes it retry.
-    out.response = error_response(503, "unavailable", "storage is unavailable, retry later");
-    out.response->retry_after = settings.retry_after;
+    out.response = unavailable_response(settings.retry_after);
     return out;
   }
   auto it = out.snapshot->find(token_hash(*token));
@@ -63,9 +60,7 @@ HeadCheck check_head(const RequestHead& head, const EndpointCache& endpoints,
     return out;
   }
   if (head.content_length && *head.content_length > settings.body_limit) {
-    out.response =
-        error_response(413, "payload_too_large",
-                       "body is larger than " + std::to_string(settings.body_limit) + " bytes");
+    out.response = payload_too_large_response(settings.body_limit);
     return out;
   }
   return out;
@@ -80,7 +75,7 @@ std::optional<HttpResponse> check_body(const RequestHead& head, const Endpoint& 
                                 head.x_signature, body, now, settings.replay_window,
                                 endpoint.hmac.get()});
   }
-  record.signature = to_string(verdict);  // for the row, the log line and the metrics
+  record.signature = verdict;  // for the row, the log line and the metrics
   if (!accepted_by(endpoint.policy, verdict)) {
     switch (verdict) {
       case SignatureVerdict::kMissing:
@@ -121,9 +116,7 @@ HttpResponse store_response(const StoreResult& result, const Endpoint& endpoint,
     case StoreOutcome::kUnavailable:
       break;
   }
-  HttpResponse r = error_response(503, "unavailable", "storage is unavailable, retry later");
-  r.retry_after = settings.retry_after;
-  return r;
+  return unavailable_response(settings.retry_after);
 }
 
 namespace {
@@ -138,135 +131,68 @@ bool valid_inet(std::string_view addr) {
   return true;
 }
 
-void log_request(std::string_view remote, const Endpoint* endpoint, std::string_view event,
-                 const char* signature, const StoreResult* stored, const HttpResponse& r,
-                 double latency_ms) {
-  std::string line = "msg=request endpoint=";
-  line += endpoint ? endpoint->name : "-";
-  if (!event.empty()) {
-    line += " event=";
-    append_json_string(line, event);
-  }
-  if (stored && stored->id) line += " id=" + std::to_string(stored->id);
-  line += " status=" + std::to_string(r.status);
-  if (stored &&
-      (stored->outcome == StoreOutcome::kAccepted || stored->outcome == StoreOutcome::kDuplicate)) {
-    line += stored->outcome == StoreOutcome::kAccepted ? " outcome=accepted" : " outcome=duplicate";
-  }
-  if (!r.error_code.empty()) line += " error=" + r.error_code;
-  if (stored && !stored->detail.empty()) {
-    line += " detail=";
-    append_json_string(line, stored->detail);
-  }
-  if (signature) line += std::string(" signature=") + signature;
-  char latency[32];
-  std::snprintf(latency, sizeof latency, " latency_ms=%.3f", latency_ms);
-  line += latency;
-  if (!remote.empty()) line += " remote=" + std::string(remote);
-  if (r.status >= 500)
-    spdlog::warn(line);
-  else
-    spdlog::info(line);
-}
-
-// Operator endpoints: served by the same pool, reachable only where nginx routes them.
-std::optional<HttpResponse> operator_response(const RequestHead& head, Writer& writer) {
-  if (head.path == kMetricsPath && head.method == "GET") {
-    HttpResponse r;
-    r.body = metrics::render();
-    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    return r;
-  }
-  if (head.path == kHealthPath && head.method == "GET") {
-    if (writer.healthy()) {
-      HttpResponse r;
-      r.body = "{\"status\":\"ready\"}";
-      return r;
-    }
-    HttpResponse r = error_response(503, "unavailable", "database not reachable");
-    r.retry_after = 1;
-    return r;
+// The answer for a body read_body did not deliver whole; nullopt when it did.
+std::optional<HttpResponse> body_response(BodyStatus status, const Settings& settings) {
+  switch (status) {
+    case BodyStatus::kTooLarge:
+      return payload_too_large_response(settings.body_limit);
+    case BodyStatus::kIncomplete:
+      return error_response(400, "bad_request", "body shorter than Content-Length");
+    case BodyStatus::kReadError:
+      // The connection to nginx broke mid-body: nothing is wrong with the
+      // delivery itself, so i-payout should send it again.
+      return unavailable_response(settings.retry_after, "request body could not be read, retry");
+    case BodyStatus::kOk:
+      break;
   }
   return std::nullopt;
 }
 
 }  // namespace
 
-void handle_request(FCGX_Request& req, const Settings& settings, EndpointCache& endpoints,
-                    Writer& writer, ThreadState& ts) {
-  const auto started = std::chrono::steady_clock::now();
-  RequestHead head = read_head(req);
-  if (auto op = operator_response(head, writer)) {
-    write_response(req, *op);
-    return;
-  }
-  if (ts.dedup_pointers != settings.dedup_pointers) {  // reloaded by SIGHUP
-    if (auto rules = parse_dedup_rules(settings.dedup_pointers)) {
-      ts.parser.set_rules(std::move(rules.value()));
-    }
-    ts.dedup_pointers = settings.dedup_pointers;
-  }
-  HeadCheck hc = check_head(head, endpoints, settings);
-  EventRecord record;
-  std::optional<StoreResult> stored;
-  std::optional<HttpResponse> response = std::move(hc.response);
-  std::string event;  // kept for the log line: `record` is handed to the writer
-  // The client address as stored and logged; "" when nginx sent none or junk.
-  const std::string_view remote = valid_inet(head.remote_addr) ? head.remote_addr : "";
+void ThreadState::trim() {
+  constexpr size_t kKeepBytes = 64 * 1024;
+  parser.shrink_to(kKeepBytes);
+  if (body.capacity() > kKeepBytes) std::string().swap(body);
+}
 
+Delivery handle_delivery(FCGX_Request& req, const RequestHead& head, const Settings& settings,
+                         const EndpointCache& endpoints, Writer& writer, ThreadState& ts,
+                         std::chrono::steady_clock::time_point started) {
+  Delivery d;
+  d.started = started;
+  // The client address as stored and logged; "" when nginx sent none or junk.
+  if (valid_inet(head.remote_addr)) d.remote = std::string(head.remote_addr);
+  // The rules of this request's snapshot, compiled when the settings were read.
+  if (ts.parser.rules() != settings.dedup_rules) ts.parser.set_rules(settings.dedup_rules);
+
+  HeadCheck hc = check_head(head, endpoints, settings);
+  d.snapshot = std::move(hc.snapshot);
+  d.endpoint = hc.endpoint;
+  std::optional<HttpResponse> response = std::move(hc.response);
   if (!response) {
-    switch (read_body(req, head.content_length, settings.body_limit,
-                      EventParser::padded_capacity(0), ts.body)) {
-      case BodyStatus::kTooLarge:
-        response =
-            error_response(413, "payload_too_large",
-                           "body is larger than " + std::to_string(settings.body_limit) + " bytes");
-        break;
-      case BodyStatus::kIncomplete:
-        response = error_response(400, "bad_request", "body shorter than Content-Length");
-        break;
-      case BodyStatus::kReadError:
-        // The connection to nginx broke mid-body: nothing is wrong with the
-        // delivery itself, so i-payout should send it again.
-        response = error_response(503, "unavailable", "request body could not be read, retry");
-        response->retry_after = settings.retry_after;
-        break;
-      case BodyStatus::kOk:
-        break;
-    }
+    response = body_response(read_body(req, head.content_length, settings.body_limit,
+                                       EventParser::padded_capacity(0), ts.body),
+                             settings);
   }
+  EventRecord record;
   if (!response) {
-    response = check_body(head, *hc.endpoint, settings, static_cast<int64_t>(std::time(nullptr)),
+    response = check_body(head, *d.endpoint, settings, static_cast<int64_t>(std::time(nullptr)),
                           ts.parser, ts.body, record);
+    d.signature = record.signature;
   }
   if (!response) {
     record.headers_json = headers_json(req);
-    record.remote_addr = std::string(remote);
+    record.remote_addr = d.remote;
     record.body = std::move(ts.body);  // the writer owns it now; the thread gets a new one
-    event = record.event;
-    stored = writer.store(std::move(record));
-    response = store_response(*stored, *hc.endpoint, settings);
+    d.event = record.event;            // kept for the log line and the counters
+    d.stored = writer.store(std::move(record));
+    response = store_response(*d.stored, *d.endpoint, settings);
   }
   write_response(req, *response);
-  // Per-thread buffers keep the size of ordinary bodies, not of the largest seen.
-  constexpr size_t kKeepBytes = 64 * 1024;
-  ts.parser.shrink_to(kKeepBytes);
-  if (ts.body.capacity() > kKeepBytes) std::string().swap(ts.body);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  const double ms = seconds * 1000;
-  metrics::count_request(hc.endpoint ? hc.endpoint->id : 0,
-                         hc.endpoint ? std::string_view(hc.endpoint->name) : std::string_view(),
-                         response->status, seconds);
-  if (stored && stored->outcome == StoreOutcome::kAccepted) metrics::count_event(event);
-  if (stored && stored->outcome == StoreOutcome::kDuplicate) {
-    metrics::count_duplicate(hc.endpoint->id, hc.endpoint->name);
-  }
-  if (response->status == 401 && record.signature) {
-    metrics::count_signature_failure(record.signature);  // missing, invalid or expired
-  }
-  log_request(remote, hc.endpoint, event, record.signature, stored ? &*stored : nullptr, *response,
-              ms);
+  d.status = response->status;
+  d.error_code = std::move(response->error_code);
+  return d;
 }
 
 }  // namespace ipayout

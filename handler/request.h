@@ -1,12 +1,16 @@
-// Where a request goes: this file is the whole path of one webhook delivery,
-// from FastCGI params to the answer, in the order of the contract (docs/design.md):
+// Where a webhook delivery goes: this file is the whole path of one, from the
+// request head to the answer, in the order of the contract (docs/design.md):
 //   method -> token -> endpoint -> content type -> length -> body -> signature
 //   -> JSON and dedup key -> group commit -> answer (only after COMMIT).
+// The operator routes are in operator_routes.h; the access log line and the
+// counters, written after the answer went out, in access_log.h.
 #pragma once
 
 #include <fcgiapp.h>
 
+#include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "endpoints.h"
@@ -14,17 +18,18 @@
 #include "fcgi_io.h"
 #include "http.h"
 #include "settings.h"
+#include "signature.h"
 #include "writer.h"
 
 namespace ipayout {
 
 // Per-thread scratch: a parser and a body buffer reused across requests.
 struct ThreadState {
-  explicit ThreadState(const Settings& s, std::vector<DedupRule> rules)
-      : parser(std::move(rules), s.body_limit), dedup_pointers(s.dedup_pointers) {}
+  explicit ThreadState(const Settings& s) : parser(DedupRules{}, s.body_limit) {}
   EventParser parser;
   std::string body;
-  std::string dedup_pointers;  // what parser's rules were built from (SIGHUP may change it)
+  // Per-thread buffers keep the size of ordinary bodies, not of the largest seen.
+  void trim();
 };
 
 // The checks that need no body. Returns a response to send now, or nullopt and
@@ -40,7 +45,8 @@ HeadCheck check_head(const RequestHead& head, const EndpointCache& endpoints,
 bool is_json_content_type(std::string_view content_type);
 
 // Signature and body checks for a known endpoint. On success fills `record`
-// (except headers/remote address) and returns nullopt.
+// (except headers/remote address) and returns nullopt. Sets record.signature
+// either way.
 std::optional<HttpResponse> check_body(const RequestHead& head, const Endpoint& endpoint,
                                        const Settings& settings, int64_t now, EventParser& parser,
                                        const std::string& body, EventRecord& record);
@@ -49,13 +55,25 @@ std::optional<HttpResponse> check_body(const RequestHead& head, const Endpoint& 
 HttpResponse store_response(const StoreResult& result, const Endpoint& endpoint,
                             const Settings& settings);
 
-// Everything above, plus I/O, the one log line and the counters per request.
-// Also answers GET /ipayout/metrics and /ipayout/health (nginx decides who
-// may reach them: the example site exposes them on loopback only).
-void handle_request(FCGX_Request& req, const Settings& settings, EndpointCache& endpoints,
-                    Writer& writer, ThreadState& ts);
+// One delivery, answered: what the access log and the counters need once the
+// answer has gone out. Owns its data (the request's params are gone by then).
+struct Delivery {
+  std::chrono::steady_clock::time_point started;
+  std::shared_ptr<const EndpointMap> snapshot;  // keeps `endpoint` valid
+  const Endpoint* endpoint = nullptr;           // nullptr: no endpoint matched
+  std::string event;                            // "" unless the body parsed
+  std::optional<SignatureVerdict> signature;    // set once the signature was looked at
+  std::optional<StoreResult> stored;            // set once the writer was asked
+  std::string remote;                           // client address; "" when none or junk
+  int status = 0;
+  std::string error_code;
+};
 
-constexpr std::string_view kMetricsPath = "/ipayout/metrics";
-constexpr std::string_view kHealthPath = "/ipayout/health";
+// Everything above plus the request's I/O: reads the body, checks it, hands
+// it to the writer and writes the answer into `req` (sent when the request
+// is finished). `started` is when the request was taken.
+Delivery handle_delivery(FCGX_Request& req, const RequestHead& head, const Settings& settings,
+                         const EndpointCache& endpoints, Writer& writer, ThreadState& ts,
+                         std::chrono::steady_clock::time_point started);
 
 }  // namespace ipayout

@@ -2,6 +2,7 @@
 
 #include <libpq-fe.h>
 #include <spdlog/fmt/fmt.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cctype>
@@ -13,6 +14,8 @@
 namespace ipayout {
 namespace {
 
+// Settings() reads this table: no Settings may be built while this file's
+// statics are initialised (none is: every Settings is made at run time).
 const std::vector<SettingDef> kSettingDefs = {
     {"listen", SettingType::kString, &Settings::listen, 0, 0, "/run/ipayout-webhook/fcgi.sock",
      false, false,
@@ -115,13 +118,12 @@ const SettingDef* find_def(const std::string& name) {
   return nullptr;
 }
 
-std::string current_value(const Settings& s, const SettingDef& def) {
+// The value as text, exactly: what reload compares.
+std::string raw_value(const Settings& s, const SettingDef& def) {
   switch (def.type) {
     case SettingType::kString:
-    case SettingType::kLogLevel: {
-      const std::string& v = s.*std::get<std::string Settings::*>(def.field);
-      return def.secret ? mask_conninfo(v) : v;
-    }
+    case SettingType::kLogLevel:
+      return s.*std::get<std::string Settings::*>(def.field);
     case SettingType::kMode:
       return fmt::format("0{:o}", s.*std::get<int Settings::*>(def.field));
     case SettingType::kInt:
@@ -130,6 +132,12 @@ std::string current_value(const Settings& s, const SettingDef& def) {
       return std::to_string(s.*std::get<size_t Settings::*>(def.field));
   }
   return "?";
+}
+
+// The value as show-config prints it: secrets inside it masked.
+std::string shown_value(const Settings& s, const SettingDef& def) {
+  std::string v = raw_value(s, def);
+  return def.secret ? mask_conninfo(v) : v;
 }
 
 Result<bool> apply_file(Settings& s, const std::string& path) {
@@ -166,6 +174,15 @@ const std::vector<SettingDef>& setting_defs() {
   return kSettingDefs;
 }
 
+Settings::Settings() {
+  for (const auto& def : kSettingDefs) {
+    // The table's defaults are valid (SettingsTest.Defaults): no error to report.
+    [[maybe_unused]] std::string err = assign(*this, def, def.default_value);
+  }
+  auto rules = parse_dedup_rules(dedup_pointers);
+  dedup_rules = std::make_shared<const DedupRules>(rules ? std::move(rules.value()) : DedupRules{});
+}
+
 std::string env_name(const char* setting) {
   std::string out = "IPAYOUT_";
   for (const char* p = setting; *p; ++p) out.push_back(static_cast<char>(std::toupper(*p)));
@@ -173,12 +190,8 @@ std::string env_name(const char* setting) {
 }
 
 Result<ParsedArgs> parse_settings(const std::vector<std::string>& args, bool allow_unknown_flags) {
-  ParsedArgs out;
+  ParsedArgs out;  // out.settings starts with the table's defaults
   Settings& s = out.settings;
-  for (const auto& def : kSettingDefs) {
-    std::string err = assign(s, def, def.default_value);
-    if (!err.empty()) return Error{"invalid_setting", "bad default: " + err};
-  }
 
   // Split the command line first: --config must be known before the file is read,
   // and the command line must win over the file and the environment.
@@ -230,6 +243,11 @@ Result<ParsedArgs> parse_settings(const std::vector<std::string>& args, bool all
     std::string err = assign(s, *def, value);
     if (!err.empty()) return Error{"invalid_setting", "--" + err};
   }
+  // Compiled here, once per parse: a bad value fails the start or the reload,
+  // and requests only ever see compiled rules.
+  auto rules = parse_dedup_rules(s.dedup_pointers);
+  if (!rules) return rules.error();
+  s.dedup_rules = std::make_shared<const DedupRules>(std::move(rules.value()));
   return out;
 }
 
@@ -238,24 +256,39 @@ std::vector<std::string> SettingsStore::reload(const Settings& fresh) {
   auto next = std::make_shared<Settings>(*get());
   std::vector<std::string> ignored;
   for (const auto& def : kSettingDefs) {
-    std::string was = current_value(*next, def), now = current_value(fresh, def);
-    if (was == now) continue;
+    if (raw_value(*next, def) == raw_value(fresh, def)) continue;
     if (!def.reloadable) {
       ignored.emplace_back(def.name);
       continue;
     }
     std::visit([&](auto member) { (*next).*member = fresh.*member; }, def.field);
   }
+  next->dedup_rules = fresh.dedup_rules;  // dedup_pointers is reloadable: always fresh's
   next->config_file = fresh.config_file;
   std::atomic_store(&current_, std::shared_ptr<const Settings>(std::move(next)));
   return ignored;
+}
+
+bool reload_settings(SettingsStore& settings, const std::vector<std::string>& args) {
+  auto parsed = parse_settings(args, false);
+  if (!parsed) {
+    spdlog::error("msg=\"reload refused, keeping the running settings\" error=\"{}\"",
+                  parsed.error().message);
+    return false;
+  }
+  for (const std::string& name : settings.reload(parsed->settings)) {
+    spdlog::warn("msg=\"setting changed but needs a restart\" setting={}", name);
+  }
+  spdlog::set_level(spdlog::level::from_str(settings.get()->log_level));
+  spdlog::info("msg=\"settings reloaded\"");
+  return true;
 }
 
 std::string show_config(const Settings& s) {
   std::ostringstream out;
   out << "# config file: " << (s.config_file.empty() ? "(none)" : s.config_file) << "\n";
   for (const auto& def : kSettingDefs) {
-    out << def.name << " = " << current_value(s, def) << "\n";
+    out << def.name << " = " << shown_value(s, def) << "\n";
   }
   return out.str();
 }

@@ -10,14 +10,18 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
+#include "access_log.h"
 #include "connections.h"
+#include "db_session.h"
+#include "endpoint_loader.h"
 #include "endpoints.h"
-#include "event.h"
 #include "log.h"
 #include "metrics.h"
+#include "operator_routes.h"
 #include "request.h"
 #include "signals.h"
 #include "writer.h"
@@ -29,9 +33,16 @@ namespace {
 // starts: nginx may have picked one from its cache just before we close it.
 constexpr std::chrono::milliseconds kIdleGrace{250};
 
-void serve(Connections& connections, SettingsStore& store, const std::vector<DedupRule>& rules,
-           EndpointCache& endpoints, Writer& writer) {
-  ThreadState ts(*store.get(), rules);
+// The services one worker process shares between its request threads.
+struct Services {
+  SettingsStore& store;
+  EndpointCache& endpoints;
+  DbSession& session;
+  Writer& writer;
+};
+
+void serve(Connections& connections, const Services& sv) {
+  ThreadState ts(*sv.store.get());
   FCGX_Request req;
   for (int fd; (fd = connections.next()) >= 0;) {
     // libfcgi reads this connection only: no listening socket (-1), so if the
@@ -42,75 +53,65 @@ void serve(Connections& connections, SettingsStore& store, const std::vector<Ded
     req.ipcFd = fd;
     req.keepConnection = 1;
     if (FCGX_Accept_r(&req) < 0) continue;  // nginx closed it; libfcgi closed our end
+    const auto started = std::chrono::steady_clock::now();
     // One settings snapshot per request: a SIGHUP never mixes old and new values.
-    std::shared_ptr<const Settings> settings = store.get();
+    std::shared_ptr<const Settings> settings = sv.store.get();
+    std::optional<Delivery> delivery;
     try {
-      handle_request(req, *settings, endpoints, writer, ts);
+      const RequestHead head = read_head(req);
+      if (auto op = operator_response(head, sv.session, sv.endpoints)) {
+        write_response(req, *op);
+      } else {
+        delivery = handle_delivery(req, head, *settings, sv.endpoints, sv.writer, ts, started);
+      }
     } catch (const std::exception& e) {
       // One catch per request: an unexpected failure is a 503 (retry), not a crash.
       spdlog::error("msg=\"request failed\" error=\"{}\"", e.what());
-      HttpResponse r = error_response(503, "unavailable", "internal error, retry later");
-      r.retry_after = settings->retry_after;
-      write_response(req, r);
+      write_response(req,
+                     unavailable_response(settings->retry_after, "internal error, retry later"));
     }
     // Kept only if nginx asked to keep it and the request was read to its end:
     // a body left unread would be taken for the next request.
     if (!finish_input(req)) req.keepConnection = 0;
-    FCGX_Finish_r(&req);
+    FCGX_Finish_r(&req);  // the answer goes out to nginx here
     if (req.ipcFd >= 0) {
       connections.give_back(req.ipcFd);
       req.ipcFd = -1;
     }
+    // The bookkeeping after the answer: it never delays one.
+    if (delivery) account(*delivery);
+    ts.trim();
   }
 }
 
 }  // namespace
 
-bool reload_settings(SettingsStore& settings, const std::vector<std::string>& args) {
-  auto parsed = parse_settings(args, false);
-  if (!parsed) {
-    spdlog::error("msg=\"reload refused, keeping the running settings\" error=\"{}\"",
-                  parsed.error().message);
-    return false;
-  }
-  if (auto rules = parse_dedup_rules(parsed->settings.dedup_pointers); !rules) {
-    spdlog::error("msg=\"reload refused, keeping the running settings\" error=\"{}\"",
-                  rules.error().message);
-    return false;
-  }
-  for (const std::string& name : settings.reload(parsed->settings)) {
-    spdlog::warn("msg=\"setting changed but needs a restart\" setting={}", name);
-  }
-  spdlog::set_level(spdlog::level::from_str(settings.get()->log_level));
-  spdlog::info("msg=\"settings reloaded\"");
-  return true;
-}
-
 int run_worker(SettingsStore& store, int listen_fd, const std::vector<std::string>& args) {
   const Settings& settings = *store.get();  // the non-reloadable values stay these
-  auto rules = parse_dedup_rules(settings.dedup_pointers);
-  if (!rules) {
-    spdlog::critical("msg=\"{}\"", rules.error().message);
-    return 2;
-  }
   if (FCGX_Init() != 0) {
     spdlog::critical("msg=\"FCGX_Init failed\"");
     return 1;
   }
   EndpointCache endpoints;
-  Writer writer(store, endpoints);
+  DbSession session(store);
+  EndpointLoader loader(store, session, endpoints);
+  // Every new connection loads the endpoints before it serves anything else.
+  session.on_connect([&loader](pqxx::connection& conn) { loader.load(conn, true); });
+  Writer writer(store, session);
   writer.start();
+  loader.start();
   Connections connections(listen_fd);
   if (!connections.start()) {
     spdlog::critical("msg=\"cannot watch the FastCGI socket\" error=\"{}\"", std::strerror(errno));
     return 1;
   }
 
+  const Services services{store, endpoints, session, writer};
   std::vector<std::thread> threads;
   std::atomic<int> threads_done{0};
   for (int i = 0; i < settings.threads; ++i) {
-    threads.emplace_back([&connections, &store, &rules, &endpoints, &writer, &threads_done] {
-      serve(connections, store, rules.value(), endpoints, writer);
+    threads.emplace_back([&connections, &services, &threads_done] {
+      serve(connections, services);
       threads_done.fetch_add(1);
     });
   }
@@ -126,7 +127,7 @@ int run_worker(SettingsStore& store, int listen_fd, const std::vector<std::strin
     if (signals::hangup) {
       signals::hangup = 0;
       reload_settings(store, args);
-      writer.refresh_soon();  // endpoints too, without waiting for the next poll
+      loader.refresh_soon();  // endpoints too, without waiting for the next poll
     }
   }
 
@@ -151,7 +152,9 @@ int run_worker(SettingsStore& store, int listen_fd, const std::vector<std::strin
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   for (auto& t : threads) t.join();
-  writer.stop();
+  writer.stop();  // commits what is queued
+  loader.stop();
+  session.close("shutting down");
   spdlog::info("msg=\"worker stopped\"");
   return 0;
 }

@@ -6,7 +6,6 @@
 #include <unordered_map>
 
 #include "metrics.h"
-#include "readiness.h"
 
 namespace ipayout {
 namespace {
@@ -59,8 +58,30 @@ size_t full_batch(const Settings& s) {
 
 }  // namespace
 
-Writer::Writer(SettingsStore& settings, EndpointCache& endpoints)
-    : settings_(settings), endpoints_(endpoints) {}
+const char* describe(StoreFailure f) {
+  switch (f) {
+    case StoreFailure::kNone:
+      return "";
+    case StoreFailure::kShuttingDown:
+      return "shutting down";
+    case StoreFailure::kQueueFull:
+      return "writer queue full";
+    case StoreFailure::kTimedOut:
+      return "commit did not finish in time";
+    case StoreFailure::kDatabaseUnavailable:
+      return "database unavailable";
+    case StoreFailure::kOutcomeUnknown:
+      return "commit outcome unknown";
+    case StoreFailure::kDataRefused:
+      return "the database refused this event's data";
+    case StoreFailure::kVanished:
+      return "event not found after insert";
+  }
+  return "?";
+}
+
+Writer::Writer(SettingsStore& settings, DbSession& session)
+    : settings_(settings), session_(session) {}
 
 Writer::~Writer() {
   stop();
@@ -79,14 +100,6 @@ void Writer::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Writer::refresh_soon() {
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    force_refresh_ = true;
-  }
-  cv_.notify_one();
-}
-
 StoreResult Writer::store(EventRecord record) {
   auto item = std::make_unique<Item>();
   item->record = std::move(record);
@@ -96,9 +109,9 @@ StoreResult Writer::store(EventRecord record) {
   bool wake = false;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    if (stopping_) return {StoreOutcome::kUnavailable, 0, "shutting down"};
+    if (stopping_) return {StoreOutcome::kUnavailable, 0, StoreFailure::kShuttingDown};
     if (queue_.size() >= static_cast<size_t>(settings->queue_max)) {
-      return {StoreOutcome::kUnavailable, 0, "writer queue full"};
+      return {StoreOutcome::kUnavailable, 0, StoreFailure::kQueueFull};
     }
     queue_.push_back(std::move(item));
     // The writer waits for the first event, or for a full batch while it
@@ -110,7 +123,7 @@ StoreResult Writer::store(EventRecord record) {
   // 503 is safe then: i-payout retries and the retry is answered as a duplicate.
   if (done.wait_for(std::chrono::milliseconds(settings->request_timeout_ms)) !=
       std::future_status::ready) {
-    return {StoreOutcome::kUnavailable, 0, "commit did not finish in time"};
+    return {StoreOutcome::kUnavailable, 0, StoreFailure::kTimedOut};
   }
   return done.get();
 }
@@ -120,149 +133,63 @@ void Writer::run() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lk(mu_);
-      auto wake = conn_ ? next_refresh_ : next_connect_;
-      cv_.wait_until(lk, wake, [&] { return stopping_ || force_refresh_ || !queue_.empty(); });
+      cv_.wait(lk, [&] { return stopping_ || !queue_.empty(); });
       if (stopping_ && queue_.empty()) break;
     }
-    if (!ensure_connected()) {
-      Batch failed;
-      {
-        std::lock_guard<std::mutex> lk(mu_);
-        while (!queue_.empty()) {
-          failed.push_back(std::move(queue_.front()));
-          queue_.pop_front();
-        }
-      }
-      fail(failed, StoreOutcome::kUnavailable, "database unavailable");
-      if (stopping_) break;
-      // Sleep until the next attempt, but wake for a stop request.
-      std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait_until(lk, next_connect_, [&] { return stopping_; });
+    take_batch(batch);
+    bool connected = false;
+    {
+      // Held for the commit only: the endpoint loader gets its turn in between.
+      DbSession::Lease lease = session_.acquire();
+      connected = static_cast<bool>(lease);
+      if (connected) commit(lease, batch);
+    }
+    if (connected) {
+      batch.clear();
       continue;
     }
-    bool forced = false;
+    // No database: every event waiting now gets its 503 at once, not after its
+    // request timeout; the next ones wait for the next connection attempt.
     {
       std::lock_guard<std::mutex> lk(mu_);
-      std::swap(forced, force_refresh_);
-    }
-    if (forced || Clock::now() >= next_refresh_) refresh_endpoints(forced);
-    {
-      std::unique_lock<std::mutex> lk(mu_);
-      const auto settings = settings_.get();
-      const size_t batch_max = static_cast<size_t>(settings->batch_max);
-      const size_t full = full_batch(*settings);
-      if (settings->batch_wait_us > 0 && !queue_.empty() && queue_.size() < full) {
-        // Linger: a bigger batch shares one commit (one fsync) among more events.
-        const auto until =
-            queue_.front()->queued + std::chrono::microseconds(settings->batch_wait_us);
-        cv_.wait_until(lk, until, [&] { return stopping_ || queue_.size() >= full; });
-      }
-      while (!queue_.empty() && batch.size() < batch_max) {
+      while (!queue_.empty()) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
-      metrics::set_queue_depth(queue_.size());
+      metrics::set_queue_depth(0);
     }
-    if (!batch.empty()) {
-      commit(batch);
-      batch.clear();
-    }
-  }
-  if (conn_) disconnect("shutting down");
-}
-
-bool Writer::ensure_connected() {
-  if (conn_ && conn_->is_open()) return true;
-  if (conn_) disconnect("connection lost");
-  auto now = Clock::now();
-  if (now < next_connect_) return false;
-  next_connect_ = now + std::chrono::milliseconds(settings_.get()->reconnect_ms);
-  try {
-    auto c = std::make_unique<pqxx::connection>(settings_.get()->database);
-    // Named, so operators and fault tests find the writers in pg_stat_activity.
-    c->set_variable("application_name", "'ipayout-webhookd'");
-    conn_ = std::move(c);
-    metrics::count_reconnect();
-    metrics::set_db_connected(true);
-    spdlog::info("msg=\"database connected\"");
-    refresh_endpoints(true);
-    if (!conn_) return false;
-    healthy_.store(endpoints_.snapshot() != nullptr);
-    readiness::report();
-    return true;
-  } catch (const std::exception& e) {
-    conn_.reset();
-    // One warning per 30 s while the outage lasts, not one per attempt.
-    if (now - last_connect_warning_ > std::chrono::seconds(30)) {
-      last_connect_warning_ = now;
-      std::string why = e.what();
-      while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
-      for (auto& ch : why) {
-        if (ch == '\n' || ch == '"') ch = ' ';
-      }
-      spdlog::warn("msg=\"database unavailable, answering 503\" error=\"{}\"", why);
-    }
-    return false;
+    fail(batch, StoreOutcome::kUnavailable, StoreFailure::kDatabaseUnavailable);
+    std::unique_lock<std::mutex> lk(mu_);
+    if (stopping_) break;
+    cv_.wait_until(lk, session_.next_attempt(), [&] { return stopping_; });
   }
 }
 
-void Writer::disconnect(const std::string& why) {
-  spdlog::info("msg=\"database disconnected\" reason=\"{}\"", why);
-  healthy_.store(false);
-  metrics::set_db_connected(false);
-  try {
-    conn_.reset();
-  } catch (...) {
+void Writer::take_batch(Batch& batch) {
+  std::unique_lock<std::mutex> lk(mu_);
+  const auto settings = settings_.get();
+  const size_t batch_max = static_cast<size_t>(settings->batch_max);
+  const size_t full = full_batch(*settings);
+  // Linger only with a database to commit to: without one the answer is 503 now.
+  if (settings->batch_wait_us > 0 && session_.connected() && !queue_.empty() &&
+      queue_.size() < full) {
+    // A bigger batch shares one commit (one fsync) among more events.
+    const auto until = queue_.front()->queued + std::chrono::microseconds(settings->batch_wait_us);
+    cv_.wait_until(lk, until, [&] { return stopping_ || queue_.size() >= full; });
   }
-  next_connect_ = Clock::now();
+  while (!queue_.empty() && batch.size() < batch_max) {
+    batch.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  metrics::set_queue_depth(queue_.size());
 }
 
-void Writer::refresh_endpoints(bool force) {
-  next_refresh_ = Clock::now() + std::chrono::milliseconds(settings_.get()->endpoint_refresh_ms);
-  try {
-    pqxx::nontransaction tx(*conn_);
-    // Cheap change check; updated_at is maintained by a trigger on every change.
-    pqxx::row v = tx.exec1(
-        "SELECT count(*)::text || '/' || coalesce(max(updated_at)::text, '') "
-        "FROM ipayout.endpoints");
-    std::string version = v[0].as<std::string>();
-    if (!force && version == endpoints_version_ && endpoints_.snapshot()) return;
-    pqxx::result r = tx.exec(
-        "SELECT id, name, token_hash, ipayout_key, notification_url, signature_policy, "
-        "success_status, coalesce(success_body, '') FROM ipayout.endpoints WHERE enabled");
-    auto map = std::make_shared<EndpointMap>();
-    for (const auto& row : r) {
-      Endpoint ep;
-      ep.id = row[0].as<int64_t>();
-      ep.name = row[1].as<std::string>();
-      pqxx::binarystring hash(row[2]);
-      ep.key = row[3].as<std::string>();
-      ep.hmac = std::make_shared<const crypto::HmacKey>(ep.key);
-      ep.notification_url = row[4].as<std::string>();
-      ep.policy = parse_policy(row[5].as<std::string>()).value_or(SignaturePolicy::kRequired);
-      ep.success_status = row[6].as<int>();
-      ep.success_body = row[7].as<std::string>();
-      map->emplace(hash.str(), std::move(ep));
-    }
-    endpoints_.replace(std::move(map));
-    endpoints_version_ = version;
-    metrics::set_endpoints_loaded(r.size());
-    healthy_.store(true);
-    spdlog::info("msg=\"endpoints loaded\" enabled={}", r.size());
-  } catch (const pqxx::broken_connection& e) {
-    disconnect("connection lost while loading endpoints");
-  } catch (const std::exception& e) {
-    // Keep serving with the endpoints we have; the next refresh tries again.
-    spdlog::error("msg=\"loading endpoints failed\" error=\"{}\"", e.what());
-  }
-}
-
-void Writer::fail(Batch& batch, StoreOutcome outcome, const std::string& detail) {
-  for (auto& item : batch) item->done.set_value({outcome, 0, detail});
+void Writer::fail(Batch& batch, StoreOutcome outcome, StoreFailure why) {
+  for (auto& item : batch) item->done.set_value({outcome, 0, why});
   batch.clear();
 }
 
-void Writer::commit(Batch& batch) {
+void Writer::commit(DbSession::Lease& lease, Batch& batch) {
   // Two copies of one event in the same batch: only the first goes to the
   // database; the others are answered as its duplicates after the commit.
   std::vector<size_t> leaders;
@@ -277,36 +204,38 @@ void Writer::commit(Batch& batch) {
   }
 
   std::vector<StoreResult> results(batch.size());
-  std::string error_state;
+  CommitFailure failure = CommitFailure::kOther;
   const auto started = Clock::now();
-  bool ok = try_commit(batch, leaders, results, error_state);
+  bool ok = try_commit(lease, batch, leaders, results, failure);
   metrics::observe_batch(leaders.size(),
                          std::chrono::duration<double>(Clock::now() - started).count());
-  if (!ok && error_state == "retry") {
+  if (!ok && failure == CommitFailure::kNotSent) {
     // The connection broke before COMMIT was sent, so nothing was written:
     // one retry on a fresh connection hides a terminated backend from i-payout.
-    if (ensure_connected()) ok = try_commit(batch, leaders, results, error_state);
+    if (lease.connect()) ok = try_commit(lease, batch, leaders, results, failure);
   }
-  if (!ok && error_state == "data") {
+  if (!ok && failure == CommitFailure::kData) {
     // Some body in the batch was refused by PostgreSQL (the parser should have
     // caught it). Commit the others one by one so one bad event cannot block them.
     for (size_t i : leaders) {
       std::vector<size_t> one{i};
-      std::string st;
-      if (try_commit(batch, one, results, st)) continue;
-      if (st == "data" && batch[i]->record.jsonb_compatible) {
+      CommitFailure f = CommitFailure::kOther;
+      if (try_commit(lease, batch, one, results, f)) continue;
+      if (f == CommitFailure::kData && batch[i]->record.jsonb_compatible) {
         batch[i]->record.jsonb_compatible = false;  // keep the raw body, payload NULL
-        if (try_commit(batch, one, results, st)) continue;
+        if (try_commit(lease, batch, one, results, f)) continue;
       }
-      results[i] = {
-          st == "data" ? StoreOutcome::kRejected : StoreOutcome::kUnavailable, 0,
-          st == "data" ? "the database refused this event's data" : "database unavailable"};
+      results[i] =
+          f == CommitFailure::kData
+              ? StoreResult{StoreOutcome::kRejected, 0, StoreFailure::kDataRefused}
+              : StoreResult{StoreOutcome::kUnavailable, 0, StoreFailure::kDatabaseUnavailable};
     }
     ok = true;
   }
   if (!ok) {
     fail(batch, StoreOutcome::kUnavailable,
-         error_state == "in_doubt" ? "commit outcome unknown" : "database unavailable");
+         failure == CommitFailure::kInDoubt ? StoreFailure::kOutcomeUnknown
+                                            : StoreFailure::kDatabaseUnavailable);
     return;
   }
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -315,18 +244,17 @@ void Writer::commit(Batch& batch) {
       results[i] = lead;
       if (lead.outcome == StoreOutcome::kAccepted) results[i].outcome = StoreOutcome::kDuplicate;
     }
-    batch[i]->done.set_value(std::move(results[i]));
+    batch[i]->done.set_value(results[i]);
   }
   batch.clear();
 }
 
-// One transaction for the events at `idx`. On failure `error_state` says what
-// kind: "retry" (nothing sent for commit, connection lost), "in_doubt", "data",
-// or "error".
-bool Writer::try_commit(Batch& batch, const std::vector<size_t>& idx,
-                        std::vector<StoreResult>& results, std::string& error_state) {
-  if (!conn_) {
-    error_state = "error";
+// One transaction for the events at `idx`. On failure `failure` says what kind.
+bool Writer::try_commit(DbSession::Lease& lease, Batch& batch, const std::vector<size_t>& idx,
+                        std::vector<StoreResult>& results, CommitFailure& failure) {
+  pqxx::connection* conn = lease.conn();
+  if (!conn) {
+    failure = CommitFailure::kOther;
     return false;
   }
   ArrayLiteral endpoint, event, key, body, is_json, headers, signature, addr;
@@ -338,7 +266,7 @@ bool Writer::try_commit(Batch& batch, const std::vector<size_t>& idx,
     body.add(r.body);
     is_json.add(r.jsonb_compatible ? "t" : "f");
     headers.add(r.headers_json);
-    signature.add(r.signature);
+    signature.add(to_string(r.signature));
     if (r.remote_addr.empty())
       addr.add_null();
     else
@@ -346,7 +274,7 @@ bool Writer::try_commit(Batch& batch, const std::vector<size_t>& idx,
   }
   bool committing = false;
   try {
-    pqxx::work tx(*conn_, "ingest");
+    pqxx::work tx(*conn, "ingest");
     // Bounded waits: a slow or locked database turns into 503s, not piled-up
     // threads. SET LOCAL, not a session SET: behind PgBouncer in transaction
     // mode the next transaction may run on another server connection.
@@ -363,7 +291,7 @@ bool Writer::try_commit(Batch& batch, const std::vector<size_t>& idx,
       size_t ord = row[0].as<size_t>();  // 1-based position in the arrays
       if (ord < 1 || ord > idx.size()) continue;
       out[ord - 1] = {row[2].as<bool>() ? StoreOutcome::kAccepted : StoreOutcome::kDuplicate,
-                      row[1].as<int64_t>(), ""};
+                      row[1].as<int64_t>(), StoreFailure::kNone};
       seen[ord - 1] = true;
     }
     committing = true;
@@ -372,28 +300,27 @@ bool Writer::try_commit(Batch& batch, const std::vector<size_t>& idx,
       // Not seen: the row vanished between insert and lookup (retention raced
       // us). It was not acknowledged, so 503 and the retry stores it again.
       results[idx[j]] =
-          seen[j] ? out[j]
-                  : StoreResult{StoreOutcome::kUnavailable, 0, "event not found after insert"};
+          seen[j] ? out[j] : StoreResult{StoreOutcome::kUnavailable, 0, StoreFailure::kVanished};
     }
     return true;
   } catch (const pqxx::in_doubt_error& e) {
     spdlog::error("msg=\"commit outcome unknown\" events={} error=\"{}\"", idx.size(), e.what());
-    error_state = "in_doubt";
-    disconnect("connection lost during commit");
+    failure = CommitFailure::kInDoubt;
+    lease.lost("connection lost during commit");
   } catch (const pqxx::broken_connection& e) {
-    error_state = committing ? "in_doubt" : "retry";
-    disconnect("connection lost");
+    failure = committing ? CommitFailure::kInDoubt : CommitFailure::kNotSent;
+    lease.lost("connection lost");
   } catch (const pqxx::sql_error& e) {
-    error_state = is_data_error(e) ? "data" : "error";
+    failure = is_data_error(e) ? CommitFailure::kData : CommitFailure::kOther;
     std::string what = e.what();
     for (auto& ch : what) {
       if (ch == '\n' || ch == '"') ch = ' ';
     }
     spdlog::error("msg=\"batch insert failed\" events={} sqlstate={} error=\"{}\"", idx.size(),
                   e.sqlstate(), what);
-    if (!conn_->is_open()) disconnect("connection lost");
+    if (!conn->is_open()) lease.lost("connection lost");
   } catch (const std::exception& e) {
-    error_state = "error";
+    failure = CommitFailure::kOther;
     spdlog::error("msg=\"batch insert failed\" events={} error=\"{}\"", idx.size(), e.what());
   }
   return false;

@@ -1,12 +1,11 @@
 // The per-process writer: request threads hand it events, it commits everything
 // waiting in one transaction (group commit: one fsync for many events) and then
-// tells each request its own outcome. It owns the process's only database
-// connection, reconnects by itself, and keeps the endpoint cache fresh.
+// tells each request its own outcome. The connection is the process's
+// DbSession (db_session.h); the endpoints are kept fresh by EndpointLoader.
 //
 // Invariant: a request is told kAccepted or kDuplicate only after COMMIT returned.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -18,10 +17,9 @@
 #include <thread>
 #include <vector>
 
-#include "endpoints.h"
+#include "db_session.h"
 #include "settings.h"
-
-#include <pqxx/connection>
+#include "signature.h"
 
 namespace ipayout {
 
@@ -31,9 +29,9 @@ struct EventRecord {
   std::string dedup_key;
   std::string body;  // raw bytes, valid UTF-8 without NUL (checked by EventParser)
   bool jsonb_compatible = true;
-  std::string headers_json;         // a JSON object built by us
-  const char* signature = nullptr;  // verdict, to_string(SignatureVerdict): static text
-  std::string remote_addr;          // "" = unknown
+  std::string headers_json;                                    // a JSON object built by us
+  SignatureVerdict signature = SignatureVerdict::kNotChecked;  // stored as to_string()
+  std::string remote_addr;                                     // "" = unknown
 };
 
 enum class StoreOutcome {
@@ -43,15 +41,29 @@ enum class StoreOutcome {
   kRejected,     // PostgreSQL refused the data itself; retrying cannot help
 };
 
+// Why an event was not stored (kUnavailable, kRejected): for the log line.
+enum class StoreFailure {
+  kNone,
+  kShuttingDown,
+  kQueueFull,
+  kTimedOut,             // the request's wait for its commit ended first
+  kDatabaseUnavailable,  // no connection, or it broke before COMMIT
+  kOutcomeUnknown,       // the connection broke during COMMIT
+  kDataRefused,          // PostgreSQL refused this event's data (kRejected)
+  kVanished,             // the row was gone between insert and lookup (retention)
+};
+// The words the log line shows; one table for every kind.
+const char* describe(StoreFailure f);
+
 struct StoreResult {
   StoreOutcome outcome = StoreOutcome::kUnavailable;
   int64_t id = 0;
-  std::string detail;  // why, for the log and the error body; never request data
+  StoreFailure failure = StoreFailure::kNone;
 };
 
 class Writer {
  public:
-  Writer(SettingsStore& settings, EndpointCache& endpoints);
+  Writer(SettingsStore& settings, DbSession& session);
   ~Writer();
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
@@ -63,11 +75,6 @@ class Writer {
   // Blocks until the event is committed, refused, or request_timeout_ms passed.
   StoreResult store(EventRecord record);
 
-  // Connected and endpoints loaded: what the health endpoint reports.
-  bool healthy() const { return healthy_.load(); }
-  // Reload endpoints at the next opportunity (SIGHUP).
-  void refresh_soon();
-
  private:
   struct Item {
     EventRecord record;
@@ -76,33 +83,30 @@ class Writer {
   };
   using Batch = std::vector<std::unique_ptr<Item>>;
 
+  // How a transaction failed, and so what may be done about it.
+  enum class CommitFailure {
+    kNotSent,  // connection lost before COMMIT was sent: nothing written, retry is safe
+    kInDoubt,  // connection lost during COMMIT: it may or may not have happened
+    kData,     // PostgreSQL refused the data (SQLSTATE class 22)
+    kOther,
+  };
+
   void run();
-  bool ensure_connected();
-  void disconnect(const std::string& why);
-  void refresh_endpoints(bool force);
-  void commit(Batch& batch);
-  bool try_commit(Batch& batch, const std::vector<size_t>& leaders,
-                  std::vector<StoreResult>& results, std::string& error_state);
-  void fail(Batch& batch, StoreOutcome outcome, const std::string& detail);
+  void take_batch(Batch& batch);
+  void commit(DbSession::Lease& lease, Batch& batch);
+  bool try_commit(DbSession::Lease& lease, Batch& batch, const std::vector<size_t>& idx,
+                  std::vector<StoreResult>& results, CommitFailure& failure);
+  static void fail(Batch& batch, StoreOutcome outcome, StoreFailure why);
 
   SettingsStore& settings_;
-  EndpointCache& endpoints_;
-  std::atomic<bool> healthy_{false};
+  DbSession& session_;
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::unique_ptr<Item>> queue_;
   bool stopping_ = false;
-  bool force_refresh_ = false;
 
   std::thread thread_;
-  // The concrete type: libpqxx 6.4's connection_base has no virtual
-  // destructor, so deleting through it would never close the connection.
-  std::unique_ptr<pqxx::connection> conn_;  // only touched by the writer thread
-  std::chrono::steady_clock::time_point next_connect_{};
-  std::chrono::steady_clock::time_point next_refresh_{};
-  std::chrono::steady_clock::time_point last_connect_warning_{};
-  std::string endpoints_version_;
 };
 
 }  // namespace ipayout

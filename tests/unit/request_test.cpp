@@ -362,15 +362,15 @@ TEST_F(CheckBodyTest, GoodRequestFillsRecord) {
   EXPECT_EQ(record_.event, "PAYMENT.COMPLETED");
   EXPECT_EQ(record_.dedup_key, "/eventId=e-1");
   EXPECT_TRUE(record_.jsonb_compatible);
-  ASSERT_NE(record_.signature, nullptr);
-  EXPECT_STREQ(record_.signature, "valid");
+  ASSERT_NE(record_.signature, SignatureVerdict::kNotChecked);  // a verdict was recorded
+  EXPECT_STREQ(to_string(record_.signature), "valid");
 }
 
 TEST_F(CheckBodyTest, WorkedExampleAccepted) {
   sign(R"({"event":"PAYMENT.COMPLETED"})");
   EXPECT_EQ(signature_, "3DXEf6hd96h9JRu7po9JPIRrjsFWvcVBk/mVBGTMk9g=");
   EXPECT_FALSE(check().has_value());
-  EXPECT_STREQ(record_.signature, "valid");
+  EXPECT_STREQ(to_string(record_.signature), "valid");
   EXPECT_EQ(record_.dedup_key.rfind("sha256:", 0), 0u);
 }
 
@@ -390,25 +390,25 @@ TEST_F(CheckBodyTest, BadSignatureRecordedUnderRecord) {
   auto r = check();
   EXPECT_FALSE(r.has_value()) << r->body;
   EXPECT_EQ(record_.event, "PAYMENT.COMPLETED");
-  ASSERT_NE(record_.signature, nullptr);
-  EXPECT_STREQ(record_.signature, "invalid");
+  ASSERT_NE(record_.signature, SignatureVerdict::kNotChecked);  // a verdict was recorded
+  EXPECT_STREQ(to_string(record_.signature), "invalid");
 }
 
 TEST_F(CheckBodyTest, PolicyOffIsNotChecked) {
   endpoint_.policy = SignaturePolicy::kOff;
   head_.x_signature = std::string_view("garbage");
   EXPECT_FALSE(check().has_value());
-  EXPECT_STREQ(record_.signature, "not_checked");
+  EXPECT_STREQ(to_string(record_.signature), "not_checked");
 
   head_.x_signature = std::nullopt;
   head_.x_timestamp = std::nullopt;
   EXPECT_FALSE(check().has_value());
-  EXPECT_STREQ(record_.signature, "not_checked");
+  EXPECT_STREQ(to_string(record_.signature), "not_checked");
 
   sign(kBody);  // even a good signature is not looked at
   endpoint_.policy = SignaturePolicy::kOff;
   EXPECT_FALSE(check().has_value());
-  EXPECT_STREQ(record_.signature, "not_checked");
+  EXPECT_STREQ(to_string(record_.signature), "not_checked");
 }
 
 TEST_F(CheckBodyTest, MissingSignatureIs401) {
@@ -430,7 +430,7 @@ TEST_F(CheckBodyTest, MissingSignatureRecordedUnderRecord) {
   endpoint_.policy = SignaturePolicy::kRecord;
   head_.x_signature = std::nullopt;
   EXPECT_FALSE(check().has_value());
-  EXPECT_STREQ(record_.signature, "missing");
+  EXPECT_STREQ(to_string(record_.signature), "missing");
 }
 
 TEST_F(CheckBodyTest, StaleTimestampIs401) {
@@ -457,13 +457,13 @@ TEST_F(CheckBodyTest, ReplayWindowSettingApplies) {
 TEST_F(CheckBodyTest, StaleTimestampRecordedUnderRecord) {
   endpoint_.policy = SignaturePolicy::kRecord;
   EXPECT_FALSE(check(kNow + 3600).has_value());
-  EXPECT_STREQ(record_.signature, "expired");
+  EXPECT_STREQ(to_string(record_.signature), "expired");
 }
 
 TEST_F(CheckBodyTest, UnparsedTimestampAcceptedUnderRequired) {
   sign(kBody, "Wed, 26 Nov 2025 10:05:30 GMT");
   EXPECT_FALSE(check().has_value());
-  EXPECT_STREQ(record_.signature, "valid_unparsed_timestamp");
+  EXPECT_STREQ(to_string(record_.signature), "valid_unparsed_timestamp");
 }
 
 TEST_F(CheckBodyTest, BadJsonWithGoodSignatureIs400) {
@@ -630,14 +630,16 @@ class StoreResponseTest : public ::testing::Test {
 };
 
 TEST_F(StoreResponseTest, AcceptedAndDuplicateDefaultBody) {
-  HttpResponse a = store_response({StoreOutcome::kAccepted, 5, ""}, endpoint_, settings_);
+  HttpResponse a =
+      store_response({StoreOutcome::kAccepted, 5, StoreFailure::kNone}, endpoint_, settings_);
   EXPECT_EQ(a.status, 200);
   EXPECT_EQ(a.body, R"({"status":"accepted","id":5})");
   EXPECT_EQ(a.content_type, "application/json");
   EXPECT_EQ(a.error_code, "");
   EXPECT_EQ(a.retry_after, 0);
 
-  HttpResponse d = store_response({StoreOutcome::kDuplicate, 5, ""}, endpoint_, settings_);
+  HttpResponse d =
+      store_response({StoreOutcome::kDuplicate, 5, StoreFailure::kNone}, endpoint_, settings_);
   EXPECT_EQ(d.status, 200);
   EXPECT_EQ(d.body, R"({"status":"duplicate","id":5})");
   EXPECT_EQ(d.error_code, "");
@@ -646,32 +648,35 @@ TEST_F(StoreResponseTest, AcceptedAndDuplicateDefaultBody) {
 TEST_F(StoreResponseTest, ConfiguredSuccessResponse) {
   endpoint_.success_status = 202;
   endpoint_.success_body = "OK {status}";
-  HttpResponse a = store_response({StoreOutcome::kAccepted, 5, ""}, endpoint_, settings_);
+  HttpResponse a =
+      store_response({StoreOutcome::kAccepted, 5, StoreFailure::kNone}, endpoint_, settings_);
   EXPECT_EQ(a.status, 202);
   EXPECT_EQ(a.body, "OK accepted");
   EXPECT_NE(a.content_type.find("text/plain"), std::string::npos) << a.content_type;
 
-  HttpResponse d = store_response({StoreOutcome::kDuplicate, 5, ""}, endpoint_, settings_);
+  HttpResponse d =
+      store_response({StoreOutcome::kDuplicate, 5, StoreFailure::kNone}, endpoint_, settings_);
   EXPECT_EQ(d.status, 202);  // a duplicate must look like success to i-payout
   EXPECT_EQ(d.body, "OK duplicate");
 
   endpoint_.success_body = R"({"received":{id}})";
-  HttpResponse j = store_response({StoreOutcome::kAccepted, 8, ""}, endpoint_, settings_);
+  HttpResponse j =
+      store_response({StoreOutcome::kAccepted, 8, StoreFailure::kNone}, endpoint_, settings_);
   EXPECT_EQ(j.body, R"({"received":8})");
   EXPECT_EQ(j.content_type, "application/json");
 }
 
 TEST_F(StoreResponseTest, UnavailableIs503WithRetryAfter) {
-  HttpResponse r =
-      store_response({StoreOutcome::kUnavailable, 0, "queue full"}, endpoint_, settings_);
+  HttpResponse r = store_response({StoreOutcome::kUnavailable, 0, StoreFailure::kQueueFull},
+                                  endpoint_, settings_);
   EXPECT_EQ(r.status, 503);
   EXPECT_EQ(r.retry_after, 9);
   EXPECT_EQ(error_fields(r.body).first, "unavailable");
 }
 
 TEST_F(StoreResponseTest, RejectedIs400) {
-  HttpResponse r = store_response(
-      {StoreOutcome::kRejected, 0, "invalid input syntax for type json"}, endpoint_, settings_);
+  HttpResponse r = store_response({StoreOutcome::kRejected, 0, StoreFailure::kDataRefused},
+                                  endpoint_, settings_);
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(r.retry_after, 0);
   auto [code, message] = error_fields(r.body);

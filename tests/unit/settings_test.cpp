@@ -388,6 +388,61 @@ TEST(MaskConninfo, UnparsableIsNotShown) {
   EXPECT_FALSE(contains(m, "secret")) << m;
 }
 
+// ---------------------------------------------------------------------------
+// Reload (SettingsStore::reload): what it applies, what it reports.
+
+TEST_F(SettingsTest, ReloadDetectsAChangeOfOnlyTheDatabasePassword) {
+  // show-config prints both as password=****: the reload must compare the
+  // values themselves, or a new password would go unreported.
+  SettingsStore store(parse_ok({"--database=host=db user=w password=old"}));
+  Settings fresh = parse_ok({"--database=host=db user=w password=new"});
+  ASSERT_EQ(show_config(*store.get()), show_config(fresh));
+  EXPECT_EQ(store.reload(fresh), std::vector<std::string>{"database"});
+  // Not reloadable: reported for a restart, the running value stays.
+  EXPECT_EQ(store.get()->database, "host=db user=w password=old");
+}
+
+TEST_F(SettingsTest, ReloadOfTheSameSettingsReportsNothing) {
+  SettingsStore store(parse_ok({"--database=host=db password=same", "--threads=3"}));
+  EXPECT_TRUE(store.reload(parse_ok({"--database=host=db password=same", "--threads=3"})).empty());
+}
+
+TEST_F(SettingsTest, ReloadAppliesReloadableAndReportsTheRest) {
+  SettingsStore store(parse_ok({"--threads=2", "--retry-after=5"}));
+  EXPECT_EQ(store.reload(parse_ok({"--threads=3", "--retry-after=7"})),
+            std::vector<std::string>{"threads"});
+  EXPECT_EQ(store.get()->threads, 2);
+  EXPECT_EQ(store.get()->retry_after, 7);
+}
+
+TEST_F(SettingsTest, DedupRulesCompiledIntoTheSnapshot) {
+  Settings s = parse_ok({"--dedup-pointers=/a+/b,/c"});
+  ASSERT_NE(s.dedup_rules, nullptr);
+  ASSERT_EQ(s.dedup_rules->size(), 2u);
+  EXPECT_EQ((*s.dedup_rules)[0].text, "/a+/b");
+  EXPECT_EQ((*s.dedup_rules)[0].pointers, (std::vector<std::string>{"/a", "/b"}));
+  EXPECT_EQ((*s.dedup_rules)[1].text, "/c");
+
+  // A reload swaps the compiled rules together with the text.
+  SettingsStore store(s);
+  auto before = store.get()->dedup_rules;
+  store.reload(parse_ok({"--dedup-pointers=/x"}));
+  EXPECT_EQ(store.get()->dedup_pointers, "/x");
+  ASSERT_EQ(store.get()->dedup_rules->size(), 1u);
+  EXPECT_EQ((*store.get()->dedup_rules)[0].text, "/x");
+  EXPECT_EQ(before->size(), 2u);  // a request holding the old snapshot keeps its rules
+}
+
+TEST_F(SettingsTest, DefaultSettingsCarryTheDefaultRules) {
+  Settings plain;
+  ASSERT_NE(plain.dedup_rules, nullptr);
+  EXPECT_EQ(plain.dedup_rules->size(), 3u);  // /eventId, /id, /data/id+/event
+}
+
+TEST_F(SettingsTest, BadDedupPointersRefusedWhenParsed) {
+  EXPECT_TRUE(contains(parse_error({"--dedup-pointers=eventId"}), "dedup_pointers"));
+}
+
 TEST_F(SettingsTest, HelpMentionsEverySetting) {
   std::string help = settings_help();
   for (const auto& def : setting_defs()) {

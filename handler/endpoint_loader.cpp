@@ -1,0 +1,106 @@
+#include "endpoint_loader.h"
+
+#include <spdlog/spdlog.h>
+
+#include <pqxx/pqxx>
+
+#include "metrics.h"
+
+namespace ipayout {
+
+EndpointLoader::EndpointLoader(SettingsStore& settings, DbSession& session,
+                               EndpointCache& endpoints)
+    : settings_(settings), session_(session), endpoints_(endpoints) {}
+
+EndpointLoader::~EndpointLoader() {
+  stop();
+}
+
+void EndpointLoader::start() {
+  thread_ = std::thread([this] { run(); });
+}
+
+void EndpointLoader::stop() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void EndpointLoader::refresh_soon() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    forced_ = true;
+  }
+  cv_.notify_one();
+}
+
+void EndpointLoader::run() {
+  using Clock = DbSession::Clock;
+  for (;;) {
+    bool force = false;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (stopping_) return;
+      std::swap(force, forced_);
+    }
+    Clock::time_point wake;
+    {
+      DbSession::Lease lease = session_.acquire();  // connects (and loads) if it can
+      if (pqxx::connection* conn = lease.conn()) {
+        try {
+          load(*conn, force);
+        } catch (const pqxx::broken_connection&) {
+          lease.lost("connection lost while loading endpoints");
+        }
+      }
+      // Connected: the next refresh. Not: the next connection attempt.
+      wake = lease ? Clock::now() + std::chrono::milliseconds(settings_.get()->endpoint_refresh_ms)
+                   : session_.next_attempt();
+    }
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait_until(lk, wake, [&] { return stopping_ || forced_; });
+  }
+}
+
+void EndpointLoader::load(pqxx::connection& conn, bool force) {
+  try {
+    pqxx::nontransaction tx(conn);
+    // Cheap change check; updated_at is maintained by a trigger on every change.
+    pqxx::row v = tx.exec1(
+        "SELECT count(*)::text || '/' || coalesce(max(updated_at)::text, '') "
+        "FROM ipayout.endpoints");
+    std::string version = v[0].as<std::string>();
+    if (!force && version == version_ && endpoints_.snapshot()) return;
+    pqxx::result r = tx.exec(
+        "SELECT id, name, token_hash, ipayout_key, notification_url, signature_policy, "
+        "success_status, coalesce(success_body, '') FROM ipayout.endpoints WHERE enabled");
+    auto map = std::make_shared<EndpointMap>();
+    for (const auto& row : r) {
+      Endpoint ep;
+      ep.id = row[0].as<int64_t>();
+      ep.name = row[1].as<std::string>();
+      pqxx::binarystring hash(row[2]);
+      ep.key = row[3].as<std::string>();
+      ep.hmac = std::make_shared<const crypto::HmacKey>(ep.key);
+      ep.notification_url = row[4].as<std::string>();
+      ep.policy = parse_policy(row[5].as<std::string>()).value_or(SignaturePolicy::kRequired);
+      ep.success_status = row[6].as<int>();
+      ep.success_body = row[7].as<std::string>();
+      map->emplace(hash.str(), std::move(ep));
+    }
+    endpoints_.replace(std::move(map));
+    version_ = version;
+    metrics::set_endpoints_loaded(r.size());
+    spdlog::info("msg=\"endpoints loaded\" enabled={}", r.size());
+  } catch (const pqxx::broken_connection&) {
+    throw;
+  } catch (const std::exception& e) {
+    // Keep serving with the endpoints we have; the next refresh tries again.
+    spdlog::error("msg=\"loading endpoints failed\" error=\"{}\"", e.what());
+  }
+}
+
+}  // namespace ipayout
