@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <set>
 
 namespace ipayout::events {
 
@@ -65,6 +66,17 @@ Result<long long> parse_count(const std::string& flag, const std::string& text) 
   return v;
 }
 
+// The options each command takes, beyond --database, --help and --version.
+// An option another command takes is refused too: it would do nothing here.
+const std::map<std::string, std::set<std::string>> kCommandOptions = {
+    {"tail", {"follow", "consumer", "event", "since", "max", "poll-interval"}},
+    {"consumers", {}},
+    {"replay", {"consumer", "from-id", "since"}},
+    {"subscribe", {"since", "event"}},
+    {"unsubscribe", {}},
+    {"purge", {"older-than", "force"}},
+};
+
 }  // namespace
 
 Result<Options> parse_options(int argc, char** argv) {
@@ -106,6 +118,8 @@ Result<Options> parse_options(int argc, char** argv) {
       {"follow", &o.follow}, {"f", &o.follow}, {"force", &o.force},
       {"help", &o.help},     {"h", &o.help},   {"version", &o.version},
   };
+  // Given options by their long name, as written (for the error message).
+  std::map<std::string, std::string> given;
 
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -123,9 +137,11 @@ Result<Options> parse_options(int argc, char** argv) {
       value = name.substr(eq + 1);
       name.erase(eq);
     }
+    const std::string written = a.substr(0, a.find('='));
     if (auto s = switches.find(name); s != switches.end()) {
       if (value) return usage_error("--" + name + " takes no value");
       *s->second = true;
+      given.emplace(name == "f" ? "follow" : name == "h" ? "help" : name, written);
       continue;
     }
     auto v = valued.find(name);
@@ -135,6 +151,16 @@ Result<Options> parse_options(int argc, char** argv) {
       value = argv[++i];
     }
     if (auto err = v->second(*value)) return *err;
+    given.emplace(name, written);
+  }
+  // An unknown command is main's to report; --help and --version go with any.
+  if (auto c = kCommandOptions.find(o.command); c != kCommandOptions.end()) {
+    for (const auto& [name, written] : given) {
+      if (name == "database" || name == "help" || name == "version") continue;
+      if (!c->second.count(name)) {
+        return usage_error(o.command + " does not take " + written);
+      }
+    }
   }
   return o;
 }

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <pqxx/pqxx>
 #include <sstream>
 
@@ -17,31 +18,98 @@
 namespace ipayout {
 namespace {
 
-// --name=value / --name value flags after the subcommand's positional words.
-struct Flags {
-  std::vector<std::string> positional;
-  std::map<std::string, std::string> values;
+// What each verb takes: its positional words (in the usage's words) and the
+// options that carry a value.
+struct VerbSpec {
+  const char* verb;
+  std::vector<const char*> positional;
+  std::vector<const char*> options;
 };
 
-Flags parse_flags(const std::vector<std::string>& args, size_t from) {
-  Flags f;
-  for (size_t i = from; i < args.size(); ++i) {
+const std::vector<VerbSpec>& verb_specs() {
+  static const std::vector<VerbSpec> specs = {
+      {"add",
+       {"NAME"},
+       {"notification-url", "key", "key-file", "policy", "success-status", "success-body"}},
+      {"list", {}, {}},
+      {"disable", {"NAME"}, {}},
+      {"enable", {"NAME"}, {}},
+      {"set-key", {"NAME"}, {"key", "key-file"}},
+      {"set-policy", {"NAME", "POLICY"}, {}},
+      {"rotate-token", {"NAME"}, {"notification-url"}},
+  };
+  return specs;
+}
+
+Error usage_error(const std::string& message) {
+  return Error{"usage", message};
+}
+
+}  // namespace
+
+Result<EndpointArgs> parse_endpoint_args(const std::vector<std::string>& args) {
+  if (args.size() < 2) return usage_error("endpoint: which command?");
+  EndpointArgs out;
+  out.verb = args[1];
+  const VerbSpec* spec = nullptr;
+  for (const auto& v : verb_specs()) {
+    if (out.verb == v.verb) spec = &v;
+  }
+  if (!spec) return usage_error("endpoint: unknown command '" + out.verb + "'");
+  const std::string what = "endpoint " + out.verb;
+  auto takes = [spec](const std::string& name) {
+    for (const char* o : spec->options) {
+      if (name == o) return true;
+    }
+    return false;
+  };
+  bool options_end = false;
+  for (size_t i = 2; i < args.size(); ++i) {
     const std::string& a = args[i];
-    if (a.rfind("--", 0) == 0) {
-      auto eq = a.find('=');
-      if (eq != std::string::npos) {
-        f.values[a.substr(2, eq - 2)] = a.substr(eq + 1);
-      } else if (i + 1 < args.size()) {
-        f.values[a.substr(2)] = args[++i];
-      } else {
-        f.values[a.substr(2)] = "";
-      }
-    } else {
-      f.positional.push_back(a);
+    if (options_end || a.size() < 2 || a[0] != '-') {
+      out.positional.push_back(a);
+      continue;
+    }
+    if (a == "--") {
+      options_end = true;
+      continue;
+    }
+    std::string name = a.substr(a[1] == '-' ? 2 : 1);
+    std::optional<std::string> value;
+    if (auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.erase(eq);
+    }
+    if (a[1] != '-' || !takes(name)) {
+      return usage_error(what + ": unknown option '" + a.substr(0, a.find('=')) + "'");
+    }
+    if (!value) {
+      if (i + 1 >= args.size()) return usage_error(what + ": --" + name + " needs a value");
+      value = args[++i];
+    }
+    out.values[name] = *value;
+  }
+  if (out.positional.size() != spec->positional.size()) {
+    std::string want;
+    for (const char* p : spec->positional) want += std::string(" ") + p;
+    if (out.positional.size() > spec->positional.size()) {
+      return usage_error(what + ": unexpected argument '" +
+                         out.positional[spec->positional.size()] + "'");
+    }
+    return usage_error(what + ": expects" + want);
+  }
+  if (auto s = out.values.find("success-status"); s != out.values.end()) {
+    const std::string& v = s->second;
+    if (v.empty() || v.size() > 3 || v.find_first_not_of("0123456789") != std::string::npos) {
+      return usage_error(what + ": --success-status needs an HTTP status, not '" + v + "'");
     }
   }
-  return f;
+  return out;
 }
+
+namespace {
+
+using Flags = EndpointArgs;
 
 // The key comes from --key, --key-file (first line) or IPAYOUT_KEY: a key on the
 // command line is visible in `ps`, so the other two are preferred.
@@ -86,7 +154,6 @@ int fail(const std::string& message) {
 }
 
 int endpoint_add(pqxx::connection& conn, const Flags& f) {
-  if (f.positional.size() != 1) return fail("usage: endpoint add NAME --notification-url URL ...");
   const std::string& name = f.positional[0];
   auto url_it = f.values.find("notification-url");
   if (url_it == f.values.end() || url_it->second.empty()) {
@@ -166,31 +233,32 @@ std::string endpoint_usage() {
 }
 
 int run_endpoint_command(const Settings& settings, const std::vector<std::string>& args) {
-  if (args.size() < 2) {
-    std::cerr << endpoint_usage();
+  auto parsed = parse_endpoint_args(args);
+  if (!parsed) {
+    std::cerr << "ipayout-webhookd: " << parsed.error().message << "\n\n" << endpoint_usage();
     return 2;
   }
-  const std::string& verb = args[1];
-  Flags f = parse_flags(args, 2);
+  const Flags& f = *parsed;
+  const std::string& verb = f.verb;
   try {
     pqxx::connection conn(settings.database);
     if (verb == "add") return endpoint_add(conn, f);
     if (verb == "list") return endpoint_list(conn);
-    if ((verb == "disable" || verb == "enable") && f.positional.size() == 1) {
+    if (verb == "disable" || verb == "enable") {
       return endpoint_update(conn, f.positional[0], "enabled = ($2 = 'enable')", verb, verb + "d");
     }
-    if (verb == "set-key" && f.positional.size() == 1) {
+    if (verb == "set-key") {
       std::string key, error;
       if (!read_key(f, key, error)) return fail(error);
       if (key.empty()) return fail("set-key: no key given");
       return endpoint_update(conn, f.positional[0], "ipayout_key = $2", key, "key replaced");
     }
-    if (verb == "set-policy" && f.positional.size() == 2) {
+    if (verb == "set-policy") {
       if (!parse_policy(f.positional[1])) return fail("policy must be required, record or off");
       return endpoint_update(conn, f.positional[0], "signature_policy = $2", f.positional[1],
                              "policy set to " + f.positional[1]);
     }
-    if (verb == "rotate-token" && f.positional.size() == 1) {
+    if (verb == "rotate-token") {
       auto url_it = f.values.find("notification-url");
       if (url_it == f.values.end()) return fail("rotate-token: --notification-url is required");
       std::string token = crypto::random_token(kGeneratedTokenBytes);

@@ -37,8 +37,9 @@ int main(int argc, char** argv) {
     }
   }
   std::string command = (!args.empty() && args[0].rfind("--", 0) != 0) ? args[0] : "serve";
-  // Subcommands have flags of their own; only `serve` refuses unknown options.
-  auto parsed = ipayout::parse_settings(args, command != "serve");
+  // `endpoint` has options of its own (its parser refuses those it does not
+  // know); every other command takes settings only.
+  auto parsed = ipayout::parse_settings(args, command == "endpoint");
   if (!parsed) {
     std::cerr << "ipayout-webhookd: " << parsed.error().message << "\n";
     return 2;
@@ -47,20 +48,21 @@ int main(int argc, char** argv) {
   std::vector<std::string>& rest = parsed->rest;
   if (!rest.empty() && rest[0] == command) rest.erase(rest.begin());
 
+  if (command == "endpoint") {
+    rest.insert(rest.begin(), command);
+    return ipayout::run_endpoint_command(settings, rest);
+  }
+  const bool known = command == "serve" || command == "migrate" || command == "show-config";
+  if (known && !rest.empty()) {
+    std::cerr << "ipayout-webhookd: " << command << ": unexpected argument '" << rest[0] << "'\n";
+    return 2;
+  }
   if (command == "show-config") {
     std::cout << ipayout::show_config(settings);
     return 0;
   }
   if (command == "migrate") return ipayout::run_migrate(settings);
-  if (command == "endpoint") {
-    rest.insert(rest.begin(), command);
-    return ipayout::run_endpoint_command(settings, rest);
-  }
   if (command == "serve") {
-    if (!rest.empty()) {
-      std::cerr << "ipayout-webhookd: unexpected argument '" << rest[0] << "'\n";
-      return 2;
-    }
     ipayout::setup_logging(settings.log_level);
     return ipayout::run_pool(settings, args);
   }

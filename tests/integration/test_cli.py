@@ -310,3 +310,37 @@ def test_database_from_environment(stack, endpoint):
                        capture_output=True, text=True, env=env, timeout=60)
     assert p.returncode == 0, p.stderr
     assert event_id in [o["id"] for o in json_lines(p.stdout)]
+
+
+# Every command with an unknown option, and with an option only another
+# command takes: exit status 2, the reason and the usage on stderr, nothing on
+# stdout (a consumer that ignored the option would have printed or changed).
+REFUSED = [
+    (["tail", "--frobnicate"], "unknown option '--frobnicate'"),
+    (["tail", "--older-than", "1 day"], "tail does not take --older-than"),
+    (["consumers", "--frobnicate"], "unknown option '--frobnicate'"),
+    (["consumers", "--follow"], "consumers does not take --follow"),
+    (["replay", "--consumer", "CONSUMER", "--from-id", "1", "--frobnicate"],
+     "unknown option '--frobnicate'"),
+    (["replay", "--consumer", "CONSUMER", "--from-id", "1", "--max", "1"],
+     "replay does not take --max"),
+    (["subscribe", "CONSUMER", "--frobnicate"], "unknown option '--frobnicate'"),
+    (["subscribe", "CONSUMER", "--force"], "subscribe does not take --force"),
+    (["unsubscribe", "CONSUMER", "--frobnicate"], "unknown option '--frobnicate'"),
+    (["unsubscribe", "CONSUMER", "--force"], "unsubscribe does not take --force"),
+    (["purge", "--older-than", "3650 days", "--frobnicate"], "unknown option '--frobnicate'"),
+    (["purge", "--older-than", "3650 days", "--consumer", "CONSUMER"],
+     "purge does not take --consumer"),
+]
+
+
+@pytest.mark.parametrize("args,message", REFUSED, ids=[" ".join(a) for a, _ in REFUSED])
+def test_commands_refuse_options_they_do_not_take(stack, consumer, args, message):
+    assert cli(stack, "subscribe", consumer).returncode == 0
+    p = cli(stack, *[consumer if a == "CONSUMER" else a for a in args])
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert message in p.stderr and "usage:" in p.stderr, p.stderr
+    assert p.stdout == ""
+    # Still there, at the same place: nothing was done.
+    table = cli(stack, "consumers").stdout
+    assert any(line.startswith(consumer + " ") for line in table.splitlines()), table

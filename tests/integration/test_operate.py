@@ -12,6 +12,8 @@ from pathlib import Path
 import threading
 from urllib.parse import urlparse
 
+import pytest
+
 from webhook import BIN, create_endpoint, fcgi, request, sign, stop_process
 
 
@@ -209,3 +211,75 @@ def test_batch_wait_gathers_events_into_one_commit(stack, tmp_path):
         assert batches() - before <= 2, (before, batches())
     finally:
         stop_process(proc)
+
+
+# ---------------------------------------------------------------- commands
+
+# Every ipayout-webhookd command with an option it does not take (or a word
+# too many): refused with exit status 2 and a message naming it, before it
+# does anything. NAME is a real endpoint, so a command that ignored the option
+# would have succeeded.
+REFUSED = [
+    (["serve", "--frobnicate"], "unknown option --frobnicate"),
+    (["--frobnicate"], "unknown option --frobnicate"),
+    (["serve", "extra"], "unexpected argument 'extra'"),
+    (["migrate", "--frobnicate"], "unknown option --frobnicate"),
+    (["migrate", "extra"], "unexpected argument 'extra'"),
+    (["show-config", "--frobnicate"], "unknown option --frobnicate"),
+    (["show-config", "extra"], "unexpected argument 'extra'"),
+    (["endpoint", "list", "--frobnicate"], "endpoint list: unknown option '--frobnicate'"),
+    (["endpoint", "list", "extra"], "endpoint list: unexpected argument 'extra'"),
+    (["endpoint", "add", "NEW", "--notification-url=https://h.example", "--key=k", "--bogus=1"],
+     "endpoint add: unknown option '--bogus'"),
+    (["endpoint", "disable", "NAME", "--bogus=1"], "endpoint disable: unknown option '--bogus'"),
+    (["endpoint", "enable", "NAME", "--bogus"], "endpoint enable: unknown option '--bogus'"),
+    (["endpoint", "set-key", "NAME", "--key=new-key", "--bogus=1"],
+     "endpoint set-key: unknown option '--bogus'"),
+    (["endpoint", "set-policy", "NAME", "off", "--bogus=1"],
+     "endpoint set-policy: unknown option '--bogus'"),
+    (["endpoint", "rotate-token", "NAME", "--notification-url=https://h.example", "--key=k"],
+     "endpoint rotate-token: unknown option '--key'"),
+    (["endpoint", "frobnicate"], "endpoint: unknown command 'frobnicate'"),
+]
+
+
+@pytest.mark.parametrize("args,message", REFUSED, ids=[" ".join(a) for a, _ in REFUSED])
+def test_commands_refuse_unknown_options(stack, db, args, message):
+    ep = create_endpoint(stack, "opts-" + uuid.uuid4().hex[:8])
+    new_name = "opts-new-" + uuid.uuid4().hex[:8]
+    args = [ep.name if a == "NAME" else new_name if a == "NEW" else a for a in args]
+
+    def row():
+        with db.cursor() as cur:
+            cur.execute("SELECT enabled, ipayout_key, signature_policy, token_hash, "
+                        "notification_url FROM ipayout.endpoints WHERE name = %s", (ep.name,))
+            return cur.fetchone()
+
+    before = row()
+    p = subprocess.run([str(BIN), *args, f"--database={stack.database_url}"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert message in p.stderr, p.stderr
+    assert p.stdout == ""
+    # Refused before doing anything: the endpoint is as it was, none was added.
+    assert row() == before
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM ipayout.endpoints WHERE name = %s", (new_name,))
+        assert cur.fetchone()[0] == 0
+
+
+def test_commands_take_their_own_options(stack, db):
+    """The same commands with the options they do take still work."""
+    ep = create_endpoint(stack, "opts-" + uuid.uuid4().hex[:8])
+    p = stack.cli("endpoint", "set-key", ep.name, "--key", "another-key")
+    assert p.returncode == 0, p.stderr
+    assert stack.cli("endpoint", "set-policy", ep.name, "record").returncode == 0
+    listed = stack.cli("endpoint", "list")
+    assert listed.returncode == 0 and f" {ep.name} " in listed.stdout, listed.stderr
+    with db.cursor() as cur:
+        cur.execute("SELECT ipayout_key, signature_policy FROM ipayout.endpoints WHERE name = %s",
+                    (ep.name,))
+        assert cur.fetchone() == ("another-key", "record")
+    shown = subprocess.run([str(BIN), "show-config", "--threads=3"], capture_output=True,
+                           text=True, timeout=30)
+    assert shown.returncode == 0 and "threads = 3" in shown.stdout, shown.stderr
