@@ -151,14 +151,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   FUZZ_REQUIRE(record.endpoint_id == 1 && !record.event.empty() && !record.dedup_key.empty(),
                "accepted body without event or key");
-  FUZZ_REQUIRE(record.signature != nullptr, "no signature verdict");
+  FUZZ_REQUIRE(policy == SignaturePolicy::kOff || record.signature != SignatureVerdict::kNotChecked,
+               "no signature verdict");
   if (policy == SignaturePolicy::kRequired) {
-    FUZZ_REQUIRE(std::string_view(record.signature) == "valid" ||
-                     std::string_view(record.signature) == "valid_unparsed_timestamp",
-                 "required policy let %s through", record.signature);
+    FUZZ_REQUIRE(record.signature == SignatureVerdict::kValid ||
+                     record.signature == SignatureVerdict::kValidUnparsedTimestamp,
+                 "required policy let %s through", to_string(record.signature));
   }
   if (policy == SignaturePolicy::kOff) {
-    FUZZ_REQUIRE(std::string_view(record.signature) == "not_checked", "policy off checked");
+    FUZZ_REQUIRE(record.signature == SignatureVerdict::kNotChecked, "policy off checked");
   }
   check_json_string(record.event);
   check_json_string(record.dedup_key);
