@@ -498,6 +498,7 @@ def run_ledger(ep, action, label, duration=9.0, at=3.0):
     t_action = time.monotonic()
     info = action()
     t_done = time.monotonic()
+    led.wait()  # the load goes on after the action, for the whole duration
     rep = led.finish(settle=40)
     say(f"  {label} ledger: " + format_report(rep).replace("\n", f"\n  {label} ledger: "))
     acked_after = led.first_ack_after(t_done)
@@ -531,6 +532,7 @@ def step_restart_stop(ep_restart, ep_stop):
     old_lines = journal("-o", "cat", f"_SYSTEMD_INVOCATION_ID={before['InvocationID']}")
     check("stop: the stopped pool drained and exited cleanly ('pool stopped' in its invocation)",
           'msg="pool stopped"' in old_lines, old_lines[-1500:])
+    wait_until(lambda: show(SERVICE, "ActiveState")["ActiveState"] == "active", 15, 0.1)
     s = show(SERVICE, "ActiveState", "NRestarts", "MainPID")
     check("stop: the next connection started it again through the socket",
           s["ActiveState"] == "active" and s["MainPID"] != before["MainPID"], s)
