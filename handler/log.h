@@ -1,10 +1,19 @@
 // spdlog, set up once: logfmt lines on stderr (journald keeps them), one level.
 #pragma once
 
+#include <spdlog/formatter.h>
+
 #include <cstddef>
+#include <memory>
 #include <string>
 
 namespace ipayout {
+
+// The line format of every logger: logfmt with this process's pid, and the
+// message on one line whatever it holds (a newline, as in libpq's error
+// texts, would split one record into several journal entries): control
+// characters are written as \n, \r, \t or \xNN.
+std::unique_ptr<spdlog::formatter> line_formatter();
 
 // Synchronous: the master and the admin subcommands write few lines.
 void setup_logging(const std::string& level);
