@@ -129,7 +129,7 @@ int run_unsubscribe(const Options& o) {
 }
 
 int run_purge(const Options& o) {
-  if (!o.older_than) return usage("purge needs --older-than INTERVAL (e.g. '30 days')");
+  if (!o.older_than) return usage("purge needs --older-than AGE (e.g. 30d or '30 days')");
   return with_connection(o, [&o](pqxx::connection& conn) {
     // One short transaction per batch (nontransaction: each statement commits
     // by itself), so readers never wait long behind the purge's own txid.
@@ -137,9 +137,11 @@ int run_purge(const Options& o) {
     pqxx::nontransaction tx(conn);
     long long n = 0;
     for (;;) {
-      auto got = tx.exec_params("SELECT ipayout.purge($1::interval, $2, $3)", *o.older_than,
-                                o.force, kBatch)[0][0]
-                     .as<long long>();
+      // A timestamp: older than it is "received more than now() - T ago".
+      const char* sql = o.older_than_is_time
+                            ? "SELECT ipayout.purge(now() - $1::timestamptz, $2, $3)"
+                            : "SELECT ipayout.purge($1::interval, $2, $3)";
+      auto got = tx.exec_params(sql, o.older_than_sql, o.force, kBatch)[0][0].as<long long>();
       n += got;
       if (got < kBatch) break;
     }

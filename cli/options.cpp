@@ -2,9 +2,12 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <ctime>
 #include <functional>
 #include <map>
 #include <set>
+
+#include "common/duration.h"
 
 namespace ipayout::events {
 
@@ -30,11 +33,14 @@ const char* const kUsage =
     "        create a consumer (starting at the end unless --since)\n"
     "  unsubscribe NAME\n"
     "        delete a consumer\n"
-    "  purge --older-than INTERVAL [--force]\n"
-    "        delete events older than INTERVAL ('30 days') that every consumer\n"
-    "        has acked (--force: acked or not); needs the schema owner's rights\n"
+    "  purge --older-than AGE [--force]\n"
+    "        delete events older than AGE (a DURATION such as 30d, an interval\n"
+    "        such as '30 days', or a timestamp: received before it) that every\n"
+    "        consumer has acked (--force: acked or not); needs the schema owner's\n"
+    "        rights\n"
     "\n"
-    "  T is 'beginning', 'end' or a timestamp ('2026-11-26 10:00:00+00').\n"
+    "  T is 'beginning', 'end', a DURATION meaning that long ago, or a timestamp\n"
+    "  ('2026-11-26 10:00:00+00'). DURATION: 90s, 15m, 24h, 7d, 2w.\n"
     "  PATTERN is an SQL LIKE pattern on the event name ('PAYMENT.%').\n"
     "  --database CONNINFO  a URI or key=value string; default $IPAYOUT_DATABASE,\n"
     "                       else libpq's PGHOST, PGDATABASE, PGUSER, ...\n"
@@ -64,6 +70,57 @@ Result<long long> parse_count(const std::string& flag, const std::string& text) 
     return usage_error("--" + flag + " needs a non-negative integer, not '" + text + "'");
   }
   return v;
+}
+
+// An absolute timestamp starts with its date: YYYY-MM-DD. PostgreSQL reads the
+// rest; relative words ('1 minute ago', 'yesterday') are refused here, since
+// PostgreSQL would take some of them relative to its own day, not to now.
+bool looks_like_timestamp(const std::string& v) {
+  auto digit = [&v](size_t i) { return i < v.size() && v[i] >= '0' && v[i] <= '9'; };
+  return digit(0) && digit(1) && digit(2) && digit(3) && v.size() >= 10 && v[4] == '-' &&
+         digit(5) && digit(6) && v[7] == '-' && digit(8) && digit(9);
+}
+
+std::string utc_seconds_ago(int64_t seconds) {
+  std::time_t t = std::time(nullptr) - static_cast<std::time_t>(seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::optional<Error> normalise_since(std::optional<std::string>& since) {
+  if (!since || *since == "beginning" || *since == "end" || looks_like_timestamp(*since)) {
+    return std::nullopt;
+  }
+  if (auto secs = parse_duration_seconds(*since)) {
+    since = utc_seconds_ago(*secs);
+    return std::nullopt;
+  }
+  return usage_error(
+      "--since needs 'beginning', 'end', a duration (90s, 15m, 24h, 7d, 2w: that "
+      "long ago) or a timestamp ('2026-11-26 10:00:00+00'), not '" +
+      *since + "'");
+}
+
+std::optional<Error> normalise_older_than(Options& o) {
+  if (!o.older_than) return std::nullopt;
+  const std::string& v = *o.older_than;
+  if (auto secs = parse_duration_seconds(v)) {
+    o.older_than_sql = std::to_string(*secs) + " seconds";
+  } else if (looks_like_timestamp(v)) {
+    o.older_than_sql = v;
+    o.older_than_is_time = true;
+  } else if (!v.empty() && v.find("ago") == std::string::npos) {
+    o.older_than_sql = v;  // a PostgreSQL interval, as before ('30 days')
+  } else {
+    return usage_error(
+        "--older-than needs a duration (90s, 15m, 24h, 7d, 2w), an interval ('30 days') or a "
+        "timestamp ('2026-11-26 10:00:00+00'), not '" +
+        v + "'");
+  }
+  return std::nullopt;
 }
 
 // The options each command takes, beyond --database, --help and --version.
@@ -162,6 +219,8 @@ Result<Options> parse_options(int argc, char** argv) {
       }
     }
   }
+  if (auto err = normalise_since(o.since)) return *err;
+  if (auto err = normalise_older_than(o)) return *err;
   return o;
 }
 

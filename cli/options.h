@@ -20,11 +20,18 @@ struct Options {
   bool version = false;
   std::optional<std::string> consumer;
   std::optional<std::string> event_pattern;  // LIKE pattern on the event name
-  std::optional<std::string> since;          // 'beginning', 'end' or a timestamp
+  // 'beginning', 'end' or a timestamp; a DURATION (15m) is turned into the
+  // timestamp that long ago (UTC) when the options are parsed.
+  std::optional<std::string> since;
   std::optional<long long> max_events;
   long long poll_interval_ms = 2000;  // --poll-interval SECONDS: read even without a NOTIFY
   std::optional<long long> from_id;
-  std::optional<std::string> older_than;  // an interval, e.g. '30 days'
+  // As written: a DURATION (7d), a PostgreSQL interval ('30 days') or a timestamp.
+  std::optional<std::string> older_than;
+  // What purge passes on: an interval (a DURATION becomes 'N seconds'), or a
+  // timestamp when older_than_is_time.
+  std::string older_than_sql;
+  bool older_than_is_time = false;
 };
 
 Result<Options> parse_options(int argc, char** argv);

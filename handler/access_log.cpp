@@ -54,6 +54,9 @@ void account(const Delivery& d) {
   if (d.stored && d.stored->outcome == StoreOutcome::kDuplicate) {
     metrics::count_duplicate(d.endpoint->id, d.endpoint->name);
   }
+  if (d.status == 401 && d.endpoint && d.error_code == "required_header_invalid") {
+    metrics::count_required_header_failure(d.endpoint->id, d.endpoint->name);
+  }
   if (d.status == 401 && d.signature) {
     metrics::count_signature_failure(*d.signature);  // missing, invalid or expired
   }

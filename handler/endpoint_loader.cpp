@@ -74,9 +74,15 @@ void EndpointLoader::load(pqxx::connection& conn, bool force) {
         "FROM ipayout.endpoints");
     std::string version = v[0].as<std::string>();
     if (!force && version == version_ && endpoints_.snapshot()) return;
+    // Grace ends as unix seconds; request threads compare them with the clock,
+    // so an expired grace needs no reload to end.
     pqxx::result r = tx.exec(
         "SELECT id, name, token_hash, ipayout_key, notification_url, signature_policy, "
-        "success_status, coalesce(success_body, '') FROM ipayout.endpoints WHERE enabled");
+        "success_status, coalesce(success_body, ''), previous_key, "
+        "floor(extract(epoch FROM previous_key_until))::bigint, previous_token_hash, "
+        "previous_notification_url, floor(extract(epoch FROM previous_token_until))::bigint, "
+        "required_header_name, required_header_value "
+        "FROM ipayout.endpoints WHERE enabled");
     auto map = std::make_shared<EndpointMap>();
     for (const auto& row : r) {
       Endpoint ep;
@@ -89,6 +95,23 @@ void EndpointLoader::load(pqxx::connection& conn, bool force) {
       ep.policy = parse_policy(row[5].as<std::string>()).value_or(SignaturePolicy::kRequired);
       ep.success_status = row[6].as<int>();
       ep.success_body = row[7].as<std::string>();
+      if (!row[8].is_null() && !row[8].as<std::string>().empty()) {
+        ep.previous_key = row[8].as<std::string>();
+        ep.previous_hmac = std::make_shared<const crypto::HmacKey>(ep.previous_key);
+        ep.previous_key_until = row[9].as<int64_t>();
+      }
+      if (!row[13].is_null()) {
+        ep.required_header_name = row[13].as<std::string>();
+        ep.required_header_param = fastcgi_param_name(ep.required_header_name);
+        ep.required_header_value = row[14].as<std::string>();
+      }
+      if (!row[10].is_null()) {
+        // The previous token: the same endpoint, signed over the old URL.
+        Endpoint old = ep;
+        old.notification_url = row[11].as<std::string>();
+        old.token_until = row[12].as<int64_t>();
+        map->emplace(pqxx::binarystring(row[10]).str(), std::move(old));
+      }
       map->emplace(hash.str(), std::move(ep));
     }
     endpoints_.replace(std::move(map));

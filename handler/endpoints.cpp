@@ -1,5 +1,7 @@
 #include "endpoints.h"
 
+#include <cctype>
+
 #include "crypto.h"
 
 namespace ipayout {
@@ -18,6 +20,14 @@ std::optional<std::string_view> token_from_path(std::string_view path) {
 
 std::string token_hash(std::string_view token) {
   return crypto::as_bytes(crypto::sha256(token));
+}
+
+std::string fastcgi_param_name(std::string_view header_name) {
+  std::string out = "HTTP_";
+  for (char c : header_name) {
+    out.push_back(c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+  }
+  return out;
 }
 
 }  // namespace ipayout

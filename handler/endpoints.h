@@ -30,7 +30,22 @@ struct Endpoint {
   SignaturePolicy policy = SignaturePolicy::kRequired;
   int success_status = 200;
   std::string success_body;  // "" = default JSON; else a template with {status} and {id}
+  // Key rotation: the previous key verifies while now < previous_key_until.
+  std::string previous_key;  // "" = none; a secret like `key`
+  std::shared_ptr<const crypto::HmacKey> previous_hmac;
+  int64_t previous_key_until = 0;  // unix seconds
+  // Token rotation: the map entry of a previous token is a copy of the
+  // endpoint with the previous notification URL (what i-payout signs for the
+  // old URL) and the end of its grace; 0 for the current token.
+  int64_t token_until = 0;  // unix seconds; the entry answers 404 from then on
+  // merchantWebHookAdditionalHeaderDetails: a header every delivery must carry.
+  std::string required_header_name;   // lower case, "" = none
+  std::string required_header_param;  // its FastCGI param: HTTP_X_NAME
+  std::string required_header_value;  // a secret: never logged, never shown
 };
+
+// HTTP_<NAME upper-cased, '-' -> '_'>: how nginx hands a request header over.
+std::string fastcgi_param_name(std::string_view header_name);
 
 // The token from a request path, or nullopt for anything that is not exactly
 // /ipayout/webhooks/<32..128 URL-safe characters>.

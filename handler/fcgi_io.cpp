@@ -50,13 +50,14 @@ RequestHead read_head(FCGX_Request& req) {
   return h;
 }
 
-std::string headers_json(FCGX_Request& req) {
+std::string headers_json(FCGX_Request& req, std::string_view also_drop) {
   std::string out = "{";
   for (char** p = req.envp; p && *p; ++p) {
     std::string_view kv(*p);
     if (kv.rfind("HTTP_", 0) != 0) continue;
     auto eq = kv.find('=');
     if (eq == std::string_view::npos) continue;
+    if (!also_drop.empty() && kv.substr(0, eq) == also_drop) continue;
     std::string name(kv.substr(5, eq - 5));
     if (name == "AUTHORIZATION" || name == "COOKIE" || name == "PROXY_AUTHORIZATION") continue;
     for (auto& c : name) c = (c == '_') ? '-' : static_cast<char>(std::tolower(c));

@@ -29,7 +29,9 @@ RequestHead read_head(FCGX_Request& req);
 // The request headers worth keeping with the event, as a JSON object: every
 // HTTP_* param (i-payout lets merchants add static headers) except credentials,
 // each value capped, the whole capped; names lower-case with '-' (x-signature).
-std::string headers_json(FCGX_Request& req);
+// `also_drop` is one more param to leave out (an endpoint's required header,
+// a secret), e.g. "HTTP_X_SHARED"; "" = none.
+std::string headers_json(FCGX_Request& req, std::string_view also_drop = {});
 
 // kIncomplete: the body ended before Content-Length (the client's fault, 400);
 // kReadError: reading failed (our side or nginx's: 503, i-payout retries).

@@ -53,6 +53,7 @@ struct EndpointSlot {
   char name[64];
   std::atomic<uint64_t> by_status[kMaxStatus];
   std::atomic<uint64_t> duplicates;
+  std::atomic<uint64_t> required_header_failures;
 };
 
 struct EventSlot {
@@ -188,6 +189,11 @@ void count_duplicate(int64_t endpoint_id, std::string_view endpoint_name) {
   endpoint_slot(endpoint_id, endpoint_name)->duplicates.fetch_add(1, std::memory_order_relaxed);
 }
 
+void count_required_header_failure(int64_t endpoint_id, std::string_view endpoint_name) {
+  endpoint_slot(endpoint_id, endpoint_name)
+      ->required_header_failures.fetch_add(1, std::memory_order_relaxed);
+}
+
 void count_signature_failure(SignatureVerdict verdict) {
   for (int i = 0; i < kSignatureFailureN; ++i) {
     if (kSignatureFailures[i] == verdict) {
@@ -262,6 +268,18 @@ std::string render() {
     append_label(out, s.name);
     out += "}";
     value(s.duplicates.load(std::memory_order_relaxed));
+  }
+  out +=
+      "# HELP ipayout_required_header_failures_total Deliveries refused (401) because the "
+      "endpoint's required header was missing or wrong, by endpoint.\n"
+      "# TYPE ipayout_required_header_failures_total counter\n";
+  for (int i = 0; i < kEndpointSlots; ++i) {
+    const EndpointSlot& s = b->endpoints[i];
+    if (!s.ready.load(std::memory_order_acquire)) continue;
+    out += "ipayout_required_header_failures_total{endpoint=";
+    append_label(out, s.name);
+    out += "}";
+    value(s.required_header_failures.load(std::memory_order_relaxed));
   }
   out +=
       "# HELP ipayout_events_total Events stored, by event name (\"\" = names beyond the first "

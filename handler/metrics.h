@@ -26,6 +26,8 @@ void count_event(std::string_view event);
 void count_duplicate(int64_t endpoint_id, std::string_view endpoint_name);
 // kMissing, kInvalid or kExpired (the verdicts a policy refuses); others are not counted.
 void count_signature_failure(SignatureVerdict verdict);
+// A delivery refused for its endpoint's required header (missing or wrong).
+void count_required_header_failure(int64_t endpoint_id, std::string_view endpoint_name);
 void observe_batch(size_t events, double commit_seconds);
 void count_reconnect();
 void count_worker_restart();

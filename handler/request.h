@@ -1,7 +1,8 @@
 // Where a webhook delivery goes: this file is the whole path of one, from the
 // request head to the answer, in the order of the contract (docs/design.md):
-//   method -> token -> endpoint -> content type -> length -> body -> signature
-//   -> JSON and dedup key -> group commit -> answer (only after COMMIT).
+//   method -> token (and its grace) -> endpoint -> length -> required header
+//   -> body -> signature -> content type (unless signed) -> JSON and dedup key
+//   -> group commit -> answer (only after COMMIT).
 // The operator routes are in operator_routes.h; the access log line and the
 // counters, written after the answer went out, in access_log.h.
 #pragma once
@@ -33,20 +34,27 @@ struct ThreadState {
 };
 
 // The checks that need no body. Returns a response to send now, or nullopt and
-// sets `endpoint` (valid while `snapshot` is held).
+// sets `endpoint` (valid while `snapshot` is held). `now` (unix seconds) ends
+// a previous token's grace.
 struct HeadCheck {
   std::optional<HttpResponse> response;
   std::shared_ptr<const EndpointMap> snapshot;
   const Endpoint* endpoint = nullptr;
 };
 HeadCheck check_head(const RequestHead& head, const EndpointCache& endpoints,
-                     const Settings& settings);
+                     const Settings& settings, int64_t now);
+
+// The endpoint's required header, if it has one: `value` is what the request
+// carried (nullopt: absent). 401 required_header_invalid unless equal.
+std::optional<HttpResponse> check_required_header(const Endpoint& endpoint,
+                                                  std::optional<std::string_view> value);
 
 bool is_json_content_type(std::string_view content_type);
 
 // Signature and body checks for a known endpoint. On success fills `record`
 // (except headers/remote address) and returns nullopt. Sets record.signature
-// either way.
+// either way. The Content-Type must be JSON only when no key of the endpoint
+// signed the body (415).
 std::optional<HttpResponse> check_body(const RequestHead& head, const Endpoint& endpoint,
                                        const Settings& settings, int64_t now, EventParser& parser,
                                        const std::string& body, EventRecord& record);

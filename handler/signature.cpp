@@ -13,6 +13,10 @@ const char* to_string(SignatureVerdict v) {
       return "valid";
     case SignatureVerdict::kValidUnparsedTimestamp:
       return "valid_unparsed_timestamp";
+    case SignatureVerdict::kValidPreviousKey:
+      return "valid_previous_key";
+    case SignatureVerdict::kValidUnparsedTimestampPreviousKey:
+      return "valid_unparsed_timestamp_previous_key";
     case SignatureVerdict::kExpired:
       return "expired";
     case SignatureVerdict::kInvalid:
@@ -48,7 +52,14 @@ bool accepted_by(SignaturePolicy p, SignatureVerdict v) {
   if (p != SignaturePolicy::kRequired) return true;
   // The timestamp format is undocumented: a correct signature over an unparsable
   // timestamp is accepted and recorded as such rather than rejected (docs/ipayout.md).
-  return v == SignatureVerdict::kValid || v == SignatureVerdict::kValidUnparsedTimestamp;
+  return v == SignatureVerdict::kValid || v == SignatureVerdict::kValidUnparsedTimestamp ||
+         v == SignatureVerdict::kValidPreviousKey ||
+         v == SignatureVerdict::kValidUnparsedTimestampPreviousKey;
+}
+
+bool signature_matched(SignatureVerdict v) {
+  // kExpired too: the key matched; only the timestamp is outside the window.
+  return accepted_by(SignaturePolicy::kRequired, v) || v == SignatureVerdict::kExpired;
 }
 
 std::string compute_signature(const crypto::HmacKey& key, std::string_view timestamp,
@@ -161,6 +172,26 @@ SignatureVerdict verify_signature(const SignatureInput& in) {
   if (!ts) return SignatureVerdict::kValidUnparsedTimestamp;
   int64_t skew = *ts > in.now ? *ts - in.now : in.now - *ts;
   return skew <= in.window ? SignatureVerdict::kValid : SignatureVerdict::kExpired;
+}
+
+SignatureVerdict verify_signature(const SignatureInput& in, const PreviousKey& previous) {
+  SignatureVerdict v = verify_signature(in);
+  if (v != SignatureVerdict::kInvalid || previous.key.empty() || in.now >= previous.until) {
+    return v;
+  }
+  SignatureInput old = in;
+  old.key = previous.key;
+  old.prepared_key = previous.prepared;
+  switch (verify_signature(old)) {
+    case SignatureVerdict::kValid:
+      return SignatureVerdict::kValidPreviousKey;
+    case SignatureVerdict::kValidUnparsedTimestamp:
+      return SignatureVerdict::kValidUnparsedTimestampPreviousKey;
+    case SignatureVerdict::kExpired:
+      return SignatureVerdict::kExpired;
+    default:
+      return v;
+  }
 }
 
 }  // namespace ipayout

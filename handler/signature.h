@@ -18,10 +18,15 @@ enum class SignaturePolicy { kRequired, kRecord, kOff };
 enum class SignatureVerdict {
   kValid,                   // signature matches, timestamp inside the window
   kValidUnparsedTimestamp,  // signature matches, x-timestamp in no format we know
-  kExpired,                 // signature matches, timestamp outside the window
-  kInvalid,                 // signature present and wrong (or not base64 of 32 bytes)
-  kMissing,                 // x-signature or x-timestamp absent
-  kNotChecked,              // policy off
+  // The same two, when the endpoint's previous key matched, during its grace
+  // period after `endpoint set-key --keep-previous` (the stored verdict says
+  // which key verified).
+  kValidPreviousKey,
+  kValidUnparsedTimestampPreviousKey,
+  kExpired,     // signature matches, timestamp outside the window
+  kInvalid,     // signature present and wrong (or not base64 of 32 bytes)
+  kMissing,     // x-signature or x-timestamp absent
+  kNotChecked,  // policy off
 };
 
 const char* to_string(SignatureVerdict v);
@@ -30,6 +35,10 @@ std::optional<SignaturePolicy> parse_policy(std::string_view s);
 
 // Would the endpoint's policy let this verdict through?
 bool accepted_by(SignaturePolicy p, SignatureVerdict v);
+
+// Did one of the endpoint's keys sign this body (whatever the timestamp says)?
+// Such a body is i-payout's, so it is taken as JSON whatever its Content-Type.
+bool signature_matched(SignatureVerdict v);
 
 std::string compute_signature(const crypto::HmacKey& key, std::string_view timestamp,
                               std::string_view notification_url, std::string_view body);
@@ -53,5 +62,18 @@ struct SignatureInput {
 };
 
 SignatureVerdict verify_signature(const SignatureInput& in);
+
+// The endpoint's previous key during a rotation's grace period.
+struct PreviousKey {
+  std::string_view key;                       // "" = none
+  const crypto::HmacKey* prepared = nullptr;  // `key` prepared; nullptr: prepared per call
+  int64_t until = 0;                          // unix seconds; it verifies while now < until
+};
+
+// `in` with its key, then, only when that key does not match, with the
+// previous key while its grace runs: a match there is kValidPreviousKey or
+// kValidUnparsedTimestampPreviousKey (or kExpired). The time is checked here,
+// per request, so a grace ends on time whenever the endpoints were loaded.
+SignatureVerdict verify_signature(const SignatureInput& in, const PreviousKey& previous);
 
 }  // namespace ipayout

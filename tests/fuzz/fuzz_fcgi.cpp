@@ -356,7 +356,7 @@ void serve(FCGX_Request& req, const TextRequest* expect, bool stdin_cut, Signatu
   FUZZ_REQUIRE(headers.front() == '{' && is_valid_json(headers), "headers_json: %s",
                headers.c_str());
 
-  HeadCheck hc = check_head(head, endpoint_cache(policy), settings);
+  HeadCheck hc = check_head(head, endpoint_cache(policy), settings, kNow);
   std::optional<HttpResponse> response = std::move(hc.response);
   std::string body;
   const size_t padding = EventParser::padded_capacity(0);

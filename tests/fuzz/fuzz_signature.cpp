@@ -13,7 +13,9 @@
 // - a correct signature is never kInvalid or kMissing, and its verdict follows
 //   the timestamp (unparsable -> kValidUnparsedTimestamp, else the window);
 // - any other signature is kInvalid (kMissing when empty or a header absent);
-// - accepted_by: only `required` refuses, and only what is not valid.
+// - accepted_by: only `required` refuses, and only what is not valid;
+// - the same key as the previous key of a rotation: the same verdict, naming
+//   the previous key, while the grace runs, and never valid after it.
 #include <cstdint>
 #include <cstring>
 #include <ctime>
@@ -94,7 +96,9 @@ void check_timestamp(std::string_view raw) {
 void check_policies(SignatureVerdict v) {
   FUZZ_REQUIRE(accepted_by(SignaturePolicy::kOff, v), "policy off refused");
   FUZZ_REQUIRE(accepted_by(SignaturePolicy::kRecord, v), "policy record refused");
-  bool want = v == SignatureVerdict::kValid || v == SignatureVerdict::kValidUnparsedTimestamp;
+  bool want = v == SignatureVerdict::kValid || v == SignatureVerdict::kValidUnparsedTimestamp ||
+              v == SignatureVerdict::kValidPreviousKey ||
+              v == SignatureVerdict::kValidUnparsedTimestampPreviousKey;
   FUZZ_REQUIRE(accepted_by(SignaturePolicy::kRequired, v) == want, "policy required: %s",
                to_string(v));
 }
@@ -153,6 +157,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       want = skew <= kWindow ? SignatureVerdict::kValid : SignatureVerdict::kExpired;
     }
     FUZZ_REQUIRE(v == want, "correct signature gave %s, want %s", to_string(v), to_string(want));
+  }
+
+  // The same key as an endpoint's previous one, behind another current key
+  // (a rotation): while its grace runs the verdict is v naming the previous
+  // key; from its end on, only a missing header is told apart from a wrong one.
+  if (!key.empty()) {
+    const std::string current = std::string(key) + "-rotated";
+    const SignatureInput rotated{current, url, ts_view, sig_view, body, kNow, kWindow};
+    SignatureVerdict want = v;
+    if (v == SignatureVerdict::kValid) want = SignatureVerdict::kValidPreviousKey;
+    if (v == SignatureVerdict::kValidUnparsedTimestamp) {
+      want = SignatureVerdict::kValidUnparsedTimestampPreviousKey;
+    }
+    const SignatureVerdict in_grace = verify_signature(rotated, {key, nullptr, kNow + 1});
+    FUZZ_REQUIRE(in_grace == want, "previous key gave %s, want %s", to_string(in_grace),
+                 to_string(want));
+    check_policies(in_grace);
+    const SignatureVerdict after = verify_signature(rotated, {key, nullptr, kNow});
+    const SignatureVerdict want_after =
+        v == SignatureVerdict::kMissing ? SignatureVerdict::kMissing : SignatureVerdict::kInvalid;
+    FUZZ_REQUIRE(after == want_after, "previous key after its grace gave %s", to_string(after));
   }
   return 0;
 }

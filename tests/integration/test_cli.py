@@ -312,6 +312,75 @@ def test_database_from_environment(stack, endpoint):
     assert event_id in [o["id"] for o in json_lines(p.stdout)]
 
 
+def test_durations_mean_that_long_ago(stack, endpoint, consumer):
+    """--since and --older-than take 90s/15m/24h/7d/2w as well as timestamps."""
+    # --since starts at the first event received at or after that time and
+    # goes on in feed order: a real gap between two events, since backdating
+    # received_at would not move an event in the feed.
+    first = post_event(endpoint)[0]
+    time.sleep(10)
+    second = post_event(endpoint)[0]
+    wait_readable(stack.database_url, [first, second])
+
+    def tail_ids(*args):
+        p = cli(stack, "tail", *args)
+        assert p.returncode == 0, p.stderr
+        return [o["id"] for o in json_lines(p.stdout) if o["endpoint"] == endpoint.name]
+
+    assert cli(stack, "subscribe", consumer, "--since", "1h").returncode == 0
+    assert tail_ids("--since", "5s") == [second]
+    assert tail_ids("--since", "1m") == [first, second]
+    assert tail_ids("--consumer", consumer) == [first, second]
+    replay = cli(stack, "replay", "--consumer", consumer, "--since", "5s")
+    assert replay.returncode == 0, replay.stderr
+    assert tail_ids("--consumer", consumer) == [second]
+    replay = cli(stack, "replay", "--consumer", consumer, "--since", "2m")
+    assert replay.returncode == 0, replay.stderr
+    assert tail_ids("--consumer", consumer) == [first, second]
+
+    # Retention by received_at: here backdating is what is tested.
+    third = post_event(endpoint)[0]
+    ids = [first, second, third]
+    with psycopg2.connect(stack.database_url) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE ipayout.events SET received_at = now() - interval '3 hours' "
+                    "WHERE id = %s", (first,))
+        cur.execute("UPDATE ipayout.events SET received_at = now() - interval '2 hours' "
+                    "WHERE id = %s", (second,))
+        cur.execute("SELECT to_char((now() - interval '90 minutes') AT TIME ZONE 'UTC', "
+                    "'YYYY-MM-DD HH24:MI:SS+00')")
+        ninety_minutes_ago = cur.fetchone()[0]
+    conn.close()
+    wait_readable(stack.database_url, ids)
+    assert third in tail_ids("--since", ninety_minutes_ago)  # absolute timestamps still work
+
+    refused = cli(stack, "tail", "--since", "1 minute ago")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert ("--since needs 'beginning', 'end', a duration (90s, 15m, 24h, 7d, 2w: that long "
+            "ago) or a timestamp ('2026-11-26 10:00:00+00'), not '1 minute ago'") in refused.stderr
+    assert cli(stack, "replay", "--consumer", consumer, "--since", "yesterday").returncode == 2
+
+    def purge(age):
+        p = subprocess.run([str(CLI), "purge", "--older-than", age, "--force", "--database",
+                            stack.database_url], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and p.stdout.startswith("purged "), p.stderr
+        return p.stdout
+
+    def left():
+        with psycopg2.connect(stack.database_url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT array_agg(id ORDER BY id) FROM ipayout.events WHERE id = ANY(%s)",
+                        (ids,))
+            got = cur.fetchone()[0]
+        conn.close()
+        return got
+
+    assert "older than 150m (forced)" in purge("150m")  # only the one of three hours ago
+    assert left() == ids[1:]
+    purge(ninety_minutes_ago)  # a timestamp: received before it
+    assert left() == ids[2:]
+    bad = cli(stack, "purge", "--older-than", "1 day ago")
+    assert bad.returncode == 2 and "--older-than needs a duration" in bad.stderr
+
+
 # Every command with an unknown option, and with an option only another
 # command takes: exit status 2, the reason and the usage on stderr, nothing on
 # stdout (a consumer that ignored the option would have printed or changed).

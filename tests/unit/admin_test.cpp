@@ -26,6 +26,9 @@ TEST(EndpointArgs, UnknownOptionRefusedByEveryVerb) {
       {"endpoint", "set-key", "shop", "--frobnicate"},
       {"endpoint", "set-policy", "shop", "record", "--frobnicate"},
       {"endpoint", "rotate-token", "shop", "--notification-url=https://h", "--frobnicate"},
+      {"endpoint", "set-response", "shop", "--status=202", "--frobnicate"},
+      {"endpoint", "set-required-header", "shop", "X-A: b", "--frobnicate"},
+      {"endpoint", "clear-required-header", "shop", "--frobnicate"},
   };
   for (const auto& args : calls) {
     EXPECT_EQ(refusal(args), "endpoint " + args[1] + ": unknown option '--frobnicate'") << args[1];
@@ -92,6 +95,35 @@ TEST(EndpointArgs, UnknownOrMissingVerbRefused) {
 TEST(EndpointArgs, SuccessStatusMustBeANumber) {
   EXPECT_NE(refusal({"endpoint", "add", "s", "--notification-url=u", "--success-status=abc"}), "");
   EXPECT_NE(refusal({"endpoint", "add", "s", "--notification-url=u", "--success-status=2000"}), "");
+}
+
+TEST(EndpointArgs, KeepPreviousTakesADuration) {
+  for (const char* d : {"90s", "15m", "24h", "7d", "2w", "0"}) {
+    auto k = parse_endpoint_args({"endpoint", "set-key", "shop", "--key=k", "--keep-previous", d});
+    ASSERT_TRUE(k.ok()) << d << ": " << k.error().message;
+    EXPECT_EQ(k->values.at("keep-previous"), d);
+    EXPECT_EQ(refusal({"endpoint", "rotate-token", "shop", "--notification-url=u",
+                       std::string("--keep-previous=") + d}),
+              "");
+  }
+  EXPECT_EQ(refusal({"endpoint", "set-key", "shop", "--key=k", "--keep-previous=1 day"}),
+            "endpoint set-key: --keep-previous needs a duration (90s, 15m, 24h, 7d, 2w or 0), "
+            "not '1 day'");
+  EXPECT_NE(refusal({"endpoint", "rotate-token", "shop", "--keep-previous=24"}), "");
+  EXPECT_NE(refusal({"endpoint", "set-key", "shop", "--keep-previous=-1h"}), "");
+}
+
+TEST(EndpointArgs, SetResponseAndRequiredHeader) {
+  EXPECT_EQ(refusal({"endpoint", "set-response", "shop", "--status", "202", "--body", "OK"}), "");
+  EXPECT_EQ(refusal({"endpoint", "set-response", "shop", "--body="}), "");
+  EXPECT_EQ(refusal({"endpoint", "set-response", "shop"}),
+            "endpoint set-response: expects --status N and/or --body T");
+  EXPECT_EQ(refusal({"endpoint", "set-response", "shop", "--status=abc"}),
+            "endpoint set-response: --status needs an HTTP status, not 'abc'");
+  EXPECT_EQ(refusal({"endpoint", "set-required-header", "shop", "X-A: b"}), "");
+  EXPECT_EQ(refusal({"endpoint", "set-required-header", "shop"}),
+            "endpoint set-required-header: expects NAME 'X-NAME: VALUE'");
+  EXPECT_EQ(refusal({"endpoint", "clear-required-header", "shop"}), "");
 }
 
 TEST(EndpointArgs, DoubleDashEndsOptions) {

@@ -72,5 +72,53 @@ TEST(CliOptions, ValuesParsed) {
   EXPECT_EQ(refusal({"tail", "--consumer"}), "--consumer needs a value");
 }
 
+TEST(CliOptions, SinceTakesADurationAsThatLongAgo) {
+  for (const char* cmd : {"tail", "subscribe"}) {
+    std::vector<std::string> words = {cmd, "--since", "15m"};
+    if (std::string(cmd) == "subscribe") words.insert(words.begin() + 1, "n");
+    auto r = parse(words);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    ASSERT_TRUE(r->since.has_value());
+    // 2026-12-01T22:25:00Z: a UTC timestamp, 15 minutes before now.
+    ASSERT_EQ(r->since->size(), 20u) << *r->since;
+    EXPECT_EQ((*r->since)[10], 'T');
+    EXPECT_EQ(r->since->back(), 'Z');
+  }
+  auto r = parse({"replay", "--consumer", "c", "--since", "0"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->since->back(), 'Z');
+  // Absolute timestamps and the two words are left as they are.
+  for (const char* t : {"2026-11-26 10:00:00+00", "2026-11-26T10:00:00Z", "beginning", "end"}) {
+    auto a = parse({"tail", "--since", t});
+    ASSERT_TRUE(a.ok()) << t;
+    EXPECT_EQ(*a->since, t);
+  }
+}
+
+TEST(CliOptions, SinceRefusesRelativeWords) {
+  const std::string msg = refusal({"tail", "--since", "1 minute ago"});
+  EXPECT_EQ(msg,
+            "--since needs 'beginning', 'end', a duration (90s, 15m, 24h, 7d, 2w: that long ago) "
+            "or a timestamp ('2026-11-26 10:00:00+00'), not '1 minute ago'");
+  EXPECT_NE(refusal({"replay", "--consumer", "c", "--since", "yesterday"}), "");
+  EXPECT_NE(refusal({"tail", "--since", "15"}), "");
+}
+
+TEST(CliOptions, OlderThanTakesDurationIntervalOrTimestamp) {
+  auto d = parse({"purge", "--older-than", "7d"});
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->older_than_sql, "604800 seconds");
+  EXPECT_FALSE(d->older_than_is_time);
+  EXPECT_EQ(*d->older_than, "7d");
+  auto i = parse({"purge", "--older-than", "30 days"});
+  ASSERT_TRUE(i.ok());
+  EXPECT_EQ(i->older_than_sql, "30 days");
+  auto t = parse({"purge", "--older-than", "2026-11-26 00:00:00+00"});
+  ASSERT_TRUE(t.ok());
+  EXPECT_TRUE(t->older_than_is_time);
+  EXPECT_EQ(t->older_than_sql, "2026-11-26 00:00:00+00");
+  EXPECT_NE(refusal({"purge", "--older-than", "1 day ago"}), "");
+}
+
 }  // namespace
 }  // namespace ipayout::events

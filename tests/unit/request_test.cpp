@@ -182,7 +182,7 @@ class CheckHeadTest : public ::testing::Test {
 };
 
 TEST_F(CheckHeadTest, OkSetsEndpoint) {
-  HeadCheck hc = check_head(head_, cache_, settings_);
+  HeadCheck hc = check_head(head_, cache_, settings_, kNow);
   EXPECT_FALSE(hc.response.has_value()) << hc.response->body;
   ASSERT_NE(hc.endpoint, nullptr);
   EXPECT_EQ(hc.endpoint->id, 7);
@@ -193,13 +193,13 @@ TEST_F(CheckHeadTest, OkSetsEndpoint) {
 
 TEST_F(CheckHeadTest, NoContentLengthIsOk) {
   head_.content_length = std::nullopt;  // chunked: the body reader enforces the limit
-  EXPECT_FALSE(check_head(head_, cache_, settings_).response.has_value());
+  EXPECT_FALSE(check_head(head_, cache_, settings_, kNow).response.has_value());
 }
 
 TEST_F(CheckHeadTest, NotPostIs405WithAllow) {
   for (std::string_view m : {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "post", ""}) {
     head_.method = m;
-    HeadCheck hc = check_head(head_, cache_, settings_);
+    HeadCheck hc = check_head(head_, cache_, settings_, kNow);
     ASSERT_TRUE(hc.response.has_value()) << m;
     EXPECT_EQ(hc.response->status, 405) << m;
     EXPECT_TRUE(hc.response->allow_post) << m;
@@ -211,7 +211,7 @@ TEST_F(CheckHeadTest, NotPostIs405WithAllow) {
 TEST_F(CheckHeadTest, MalformedTokenIs404) {
   std::string bad = path_for("short");
   head_.path = bad;
-  HeadCheck hc = check_head(head_, cache_, settings_);
+  HeadCheck hc = check_head(head_, cache_, settings_, kNow);
   ASSERT_TRUE(hc.response.has_value());
   EXPECT_EQ(hc.response->status, 404);
   EXPECT_FALSE(hc.response->allow_post);
@@ -222,11 +222,11 @@ TEST_F(CheckHeadTest, MalformedTokenIs404) {
 TEST_F(CheckHeadTest, UnknownTokenIs404LikeMalformed) {
   std::string malformed = path_for("short");
   head_.path = malformed;
-  HttpResponse a = *check_head(head_, cache_, settings_).response;
+  HttpResponse a = *check_head(head_, cache_, settings_, kNow).response;
 
   std::string unknown = path_for(std::string(32, 'u'));
   head_.path = unknown;
-  HeadCheck hc = check_head(head_, cache_, settings_);
+  HeadCheck hc = check_head(head_, cache_, settings_, kNow);
   ASSERT_TRUE(hc.response.has_value());
   HttpResponse b = *hc.response;
   EXPECT_EQ(b.status, 404);
@@ -241,7 +241,7 @@ TEST_F(CheckHeadTest, UnknownTokenIs404LikeMalformed) {
 TEST_F(CheckHeadTest, WrongPathIs404) {
   std::string other = "/ipayout/other/" + std::string(kToken);
   head_.path = other;
-  HeadCheck hc = check_head(head_, cache_, settings_);
+  HeadCheck hc = check_head(head_, cache_, settings_, kNow);
   ASSERT_TRUE(hc.response.has_value());
   EXPECT_EQ(hc.response->status, 404);
 }
@@ -249,7 +249,7 @@ TEST_F(CheckHeadTest, WrongPathIs404) {
 TEST_F(CheckHeadTest, CacheNeverLoadedIs503WithRetryAfter) {
   EndpointCache empty;
   settings_.retry_after = 17;
-  HeadCheck hc = check_head(head_, empty, settings_);
+  HeadCheck hc = check_head(head_, empty, settings_, kNow);
   ASSERT_TRUE(hc.response.has_value());
   EXPECT_EQ(hc.response->status, 503);
   EXPECT_EQ(hc.response->retry_after, 17);
@@ -260,18 +260,75 @@ TEST_F(CheckHeadTest, CacheNeverLoadedIs503WithRetryAfter) {
 TEST_F(CheckHeadTest, LoadedButEmptyCacheIs404) {
   EndpointCache empty;
   empty.replace(std::make_shared<EndpointMap>());
-  HeadCheck hc = check_head(head_, empty, settings_);
+  HeadCheck hc = check_head(head_, empty, settings_, kNow);
   ASSERT_TRUE(hc.response.has_value());
   EXPECT_EQ(hc.response->status, 404);
 }
 
-TEST_F(CheckHeadTest, WrongContentTypeIs415) {
+TEST_F(CheckHeadTest, ContentTypeIsNotAHeadCheck) {
+  // Whether a non-JSON type is refused depends on the signature (check_body).
   for (std::string_view ct : {"text/plain", "", "application/x-www-form-urlencoded"}) {
     head_.content_type = ct;
-    HeadCheck hc = check_head(head_, cache_, settings_);
-    ASSERT_TRUE(hc.response.has_value()) << ct;
-    EXPECT_EQ(hc.response->status, 415) << ct;
-    EXPECT_EQ(error_fields(hc.response->body).first, "unsupported_media_type");
+    EXPECT_FALSE(check_head(head_, cache_, settings_, kNow).response.has_value()) << ct;
+  }
+}
+
+TEST_F(CheckHeadTest, PreviousTokenDeliversUntilItsGraceEnds) {
+  auto map = std::make_shared<EndpointMap>(*cache_.snapshot());
+  Endpoint old = map->at(token_hash(kToken));
+  old.notification_url = "https://hooks.example.com/ipayout/webhooks/old";
+  old.token_until = kNow + 60;
+  const std::string old_token(40, 'o');
+  (*map)[token_hash(old_token)] = old;
+  cache_.replace(map);
+  std::string old_path = path_for(old_token);
+  head_.path = old_path;
+
+  HeadCheck hc = check_head(head_, cache_, settings_, kNow + 59);
+  ASSERT_FALSE(hc.response.has_value()) << hc.response->body;
+  EXPECT_EQ(hc.endpoint->id, 7);
+  EXPECT_EQ(hc.endpoint->notification_url, "https://hooks.example.com/ipayout/webhooks/old");
+
+  // At the end of the grace: the same 404 as a token never issued.
+  HeadCheck gone = check_head(head_, cache_, settings_, kNow + 60);
+  ASSERT_TRUE(gone.response.has_value());
+  std::string unknown = path_for(std::string(32, 'u'));
+  head_.path = unknown;
+  HttpResponse never = *check_head(head_, cache_, settings_, kNow).response;
+  EXPECT_EQ(gone.response->status, 404);
+  EXPECT_EQ(gone.response->body, never.body);
+  EXPECT_EQ(gone.endpoint, nullptr);
+
+  head_.path = path_;  // the current token has no end
+  EXPECT_FALSE(check_head(head_, cache_, settings_, kNow + 1000000).response.has_value());
+}
+
+// ---------------------------------------------------------------------------
+// check_required_header
+
+TEST(CheckRequiredHeader, NoneConfiguredLetsEverythingThrough) {
+  Endpoint e;
+  EXPECT_FALSE(check_required_header(e, std::nullopt).has_value());
+  EXPECT_FALSE(check_required_header(e, std::string_view("x")).has_value());
+}
+
+TEST(CheckRequiredHeader, MissingOrWrongIs401WithoutTheValue) {
+  Endpoint e;
+  e.required_header_name = "x-shared";
+  e.required_header_param = fastcgi_param_name("x-shared");
+  e.required_header_value = "s3cret-value";
+  EXPECT_EQ(e.required_header_param, "HTTP_X_SHARED");
+  EXPECT_FALSE(check_required_header(e, std::string_view("s3cret-value")).has_value());
+  for (std::optional<std::string_view> got :
+       {std::optional<std::string_view>(), std::optional<std::string_view>("s3cret-valuE"),
+        std::optional<std::string_view>("s3cret-value "), std::optional<std::string_view>(""),
+        std::optional<std::string_view>("s3cret")}) {
+    auto r = check_required_header(e, got);
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->status, 401);
+    EXPECT_EQ(error_fields(r->body).first, "required_header_invalid");
+    EXPECT_EQ(r->body.find("s3cret"), std::string::npos) << r->body;
+    EXPECT_EQ(r->body.find("x-shared"), std::string::npos) << r->body;
   }
 }
 
@@ -280,32 +337,32 @@ TEST_F(CheckHeadTest, UnknownTokenWithWrongContentTypeIsStill404) {
   std::string unknown = path_for(std::string(32, 'u'));
   head_.path = unknown;
   head_.content_type = "text/plain";
-  EXPECT_EQ(check_head(head_, cache_, settings_).response->status, 404);
+  EXPECT_EQ(check_head(head_, cache_, settings_, kNow).response->status, 404);
 }
 
 TEST_F(CheckHeadTest, ContentLengthOverLimitIs413) {
   settings_.body_limit = 1000;
   head_.content_length = 1001;
-  HeadCheck hc = check_head(head_, cache_, settings_);
+  HeadCheck hc = check_head(head_, cache_, settings_, kNow);
   ASSERT_TRUE(hc.response.has_value());
   EXPECT_EQ(hc.response->status, 413);
   EXPECT_EQ(error_fields(hc.response->body).first, "payload_too_large");
 
   head_.content_length = 1000;  // exactly the limit is fine
-  EXPECT_FALSE(check_head(head_, cache_, settings_).response.has_value());
+  EXPECT_FALSE(check_head(head_, cache_, settings_, kNow).response.has_value());
 }
 
 TEST_F(CheckHeadTest, DefaultLimitIsOneMebibyte) {
   head_.content_length = 1048577;
-  EXPECT_EQ(check_head(head_, cache_, settings_).response->status, 413);
+  EXPECT_EQ(check_head(head_, cache_, settings_, kNow).response->status, 413);
   head_.content_length = 1048576;
-  EXPECT_FALSE(check_head(head_, cache_, settings_).response.has_value());
+  EXPECT_FALSE(check_head(head_, cache_, settings_, kNow).response.has_value());
 }
 
 TEST_F(CheckHeadTest, BadContentLengthIs400) {
   head_.content_length = std::nullopt;
   head_.bad_content_length = true;
-  HeadCheck hc = check_head(head_, cache_, settings_);
+  HeadCheck hc = check_head(head_, cache_, settings_, kNow);
   ASSERT_TRUE(hc.response.has_value());
   EXPECT_EQ(hc.response->status, 400);
   error_fields(hc.response->body);
@@ -492,6 +549,124 @@ TEST_F(CheckBodyTest, SignatureCheckedBeforeJson) {
   auto r = check();
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->status, 401);
+}
+
+TEST_F(CheckBodyTest, SignedBodyIsJsonWhateverItsContentType) {
+  for (std::string_view ct : {"text/plain", "", "application/x-www-form-urlencoded"}) {
+    sign(kBody);
+    head_.content_type = ct;
+    auto r = check();
+    EXPECT_FALSE(r.has_value()) << ct << ": " << r->body;
+    EXPECT_STREQ(to_string(record_.signature), "valid");
+    EXPECT_EQ(record_.event, "PAYMENT.COMPLETED");
+  }
+  // Under record, a matching key with an old timestamp still vouches for it.
+  endpoint_.policy = SignaturePolicy::kRecord;
+  head_.content_type = "text/plain";
+  EXPECT_FALSE(check(kNow + 3600).has_value());
+  EXPECT_STREQ(to_string(record_.signature), "expired");
+}
+
+TEST_F(CheckBodyTest, SignedNonJsonBodyIs400Not415) {
+  sign("event=PAYMENT.COMPLETED");
+  head_.content_type = "application/x-www-form-urlencoded";
+  auto r = check();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(error_fields(r->body).first, "bad_json");
+}
+
+TEST_F(CheckBodyTest, UnsignedBodyNeedsJsonContentType) {
+  for (SignaturePolicy p : {SignaturePolicy::kRecord, SignaturePolicy::kOff}) {
+    endpoint_.policy = p;
+    sign(kBody);
+    head_.content_type = "text/plain";
+    head_.x_signature = std::nullopt;  // missing
+    auto r = check();
+    ASSERT_TRUE(r.has_value()) << to_string(p);
+    EXPECT_EQ(r->status, 415);
+    EXPECT_EQ(error_fields(r->body).first, "unsupported_media_type");
+
+    signature_ = compute_signature("wrong-key", kTimestamp, kUrl, body_);
+    head_.x_signature = signature_;  // invalid
+    r = check();
+    ASSERT_TRUE(r.has_value()) << to_string(p);
+    EXPECT_EQ(r->status, 415);
+
+    head_.content_type = "application/json; charset=utf-8";
+    EXPECT_FALSE(check().has_value()) << to_string(p);
+  }
+  // Policy off never looks at the signature: even a good one does not vouch.
+  endpoint_.policy = SignaturePolicy::kOff;
+  sign(kBody);
+  head_.content_type = "text/plain";
+  ASSERT_TRUE(check().has_value());
+  EXPECT_EQ(check()->status, 415);
+}
+
+TEST_F(CheckBodyTest, UnsignedNonJsonTypeUnderRequiredIs401) {
+  // The signature is checked first: 401 says what is wrong.
+  head_.content_type = "text/plain";
+  head_.x_signature = std::nullopt;
+  auto r = check();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 401);
+}
+
+TEST_F(CheckBodyTest, PreviousKeyVerifiesDuringItsGrace) {
+  // The key was rotated: i-payout still signs with the old one.
+  endpoint_.previous_key = std::string(kKey);
+  endpoint_.previous_hmac = std::make_shared<const crypto::HmacKey>(kKey);
+  endpoint_.previous_key_until = kNow + 100;
+  endpoint_.key = "the-new-key";
+  endpoint_.hmac = std::make_shared<const crypto::HmacKey>(endpoint_.key);
+  EXPECT_FALSE(check().has_value());
+  EXPECT_STREQ(to_string(record_.signature), "valid_previous_key");
+
+  // Once the grace ends, the old key is just a wrong key.
+  auto r = check(kNow + 100);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(error_fields(r->body).first, "signature_invalid");
+  EXPECT_STREQ(to_string(record_.signature), "invalid");
+
+  // The new key verifies as "valid", in the grace and after it.
+  signature_ = compute_signature("the-new-key", kTimestamp, kUrl, body_);
+  head_.x_signature = signature_;
+  EXPECT_FALSE(check().has_value());
+  EXPECT_STREQ(to_string(record_.signature), "valid");
+  EXPECT_FALSE(check(kNow + 200).has_value());
+  EXPECT_STREQ(to_string(record_.signature), "valid");
+}
+
+TEST_F(CheckBodyTest, PreviousKeyVerdictsKeepTheirTimestampMeaning) {
+  endpoint_.previous_key = std::string(kKey);
+  endpoint_.previous_key_until = kNow + 100000;  // prepared per call: no previous_hmac
+  endpoint_.key = "the-new-key";
+  endpoint_.hmac = std::make_shared<const crypto::HmacKey>(endpoint_.key);
+  sign(kBody, "Wed, 26 Nov 2025 10:05:30 GMT");
+  EXPECT_FALSE(check().has_value());
+  EXPECT_STREQ(to_string(record_.signature), "valid_unparsed_timestamp_previous_key");
+
+  sign(kBody);
+  auto r = check(kNow + 3600);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(error_fields(r->body).first, "timestamp_out_of_window");
+  EXPECT_STREQ(to_string(record_.signature), "expired");
+}
+
+TEST(SignatureVerdicts, PreviousKeyVerdictsAreAcceptedAndMatched) {
+  for (SignatureVerdict v : {SignatureVerdict::kValidPreviousKey,
+                             SignatureVerdict::kValidUnparsedTimestampPreviousKey}) {
+    EXPECT_TRUE(accepted_by(SignaturePolicy::kRequired, v)) << to_string(v);
+    EXPECT_TRUE(signature_matched(v)) << to_string(v);
+  }
+  EXPECT_TRUE(signature_matched(SignatureVerdict::kExpired));
+  EXPECT_FALSE(accepted_by(SignaturePolicy::kRequired, SignatureVerdict::kExpired));
+  for (SignatureVerdict v :
+       {SignatureVerdict::kInvalid, SignatureVerdict::kMissing, SignatureVerdict::kNotChecked}) {
+    EXPECT_FALSE(signature_matched(v)) << to_string(v);
+  }
 }
 
 TEST_F(CheckBodyTest, ErrorBodyDoesNotEchoRequestData) {
