@@ -1221,6 +1221,10 @@ COMMIT;
         L.append(f"Raw data of this run (every repetition): `{self.out_dir.relative_to(ROOT) if self.out_dir.is_relative_to(ROOT) else self.out_dir}/runs.json` (not committed).")
         text = "\n".join(L) + "\n"
         out = Path(a.results)
+        # Sections other scripts write (bench/curves.py's curves) stay, after this run's tables.
+        prev = out.read_text() if out.exists() else ""
+        if "\n<!-- section: " in prev:
+            text += "\n" + prev[prev.index("\n<!-- section: ") + 1:]
         out.write_text(text)
         log(f"wrote {out}")
         print(text)

@@ -14,7 +14,7 @@ fall before the first moment and are not counted; client CPU never is.
 Each configuration gets a database of its own in the cluster given (default:
 the bench stack's, bench/run's BENCH_STATE_DIR and ports), made from the
 migrations as they are in sql/:
-  before  001-003 (the released schema)
+  before  the migrations before 005 (ingest() as 001 made it)
   after   every sql/NNN_*.sql of this tree
 and the scripts run in both. Repetitions are interleaved; the table shows
 medians. Prints a Markdown table; --results appends nothing, it only prints.
@@ -61,6 +61,44 @@ def ingest_call(fn):
     return f"SELECT ord, id, accepted FROM {fn}({ARGS});\n"
 
 
+# The worker's statement with its parameters as the worker sends them (text
+# array literals, types from the casts); pgbench passes :variables as
+# parameters in extended and prepared mode. A random dedup key per transaction.
+PARAMS = ("\\set r random(1, 1000000000000000)\n"
+          "BEGIN;\n" + SETLOCAL +
+          "SELECT ord, id, accepted FROM ipayout.ingest(:eparr::bigint[], :evarr::text[], "
+          "('{/eventId=' || :r || '}')::text[], :bodyarr::text[], '{t}'::boolean[], :hdrarr::text[], "
+          "'{valid}'::text[], '{127.0.0.1}'::text[]);\nCOMMIT;\n")
+
+
+def array_literal(s):
+    return "{" + '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' + "}"
+
+
+PARAM_DEFINES = {"evarr": "{PAYMENT.STATUS.UPDATED}", "bodyarr": array_literal(FIXTURE),
+                 "hdrarr": array_literal(HEADERS)}
+# For --callgrind (a single-user backend has no parameters): the worker's
+# statement with its parameters written as text literals cast like the
+# worker's ($1::bigint[] ...), and the same statement PREPAREd once and
+# EXECUTEd: what preparing it in the worker would save.
+_LIT = ("'{:ep}'::bigint[], '{PAYMENT.STATUS.UPDATED}'::text[], "
+        "('{/eventId=' || gen_random_uuid() || '}')::text[], " + q(array_literal(FIXTURE)) + "::text[], "
+        "'{t}'::boolean[], " + q(array_literal(HEADERS)) + "::text[], '{valid}'::text[], '{127.0.0.1}'::text[]")
+CG_ONLY = {
+    "ingest_literals": ("the worker's transaction, its parameters as text literals cast to arrays (as $1::bigint[])",
+                        "", "BEGIN;\n" + SETLOCAL.replace(";\nSET", "; SET") +
+                        f"SELECT ord, id, accepted FROM ipayout.ingest({_LIT});\nCOMMIT;\n"),
+    "ingest_prepared": ("the same, the statement PREPAREd once per session and EXECUTEd",
+                        "PREPARE ing(text, text, text, text) AS SELECT ord, id, accepted FROM ipayout.ingest("
+                        "$1::bigint[], '{PAYMENT.STATUS.UPDATED}'::text[], $2::text[], $3::text[], "
+                        "'{t}'::boolean[], $4::text[], '{valid}'::text[], '{127.0.0.1}'::text[]);\n",
+                        "BEGIN;\n" + SETLOCAL.replace(";\nSET", "; SET") +
+                        "EXECUTE ing('{:ep}', '{/eventId=' || gen_random_uuid() || '}', "
+                        + q(array_literal(FIXTURE)) + ", " + q(array_literal(HEADERS)) + ");\nCOMMIT;\n"),
+}
+# Scripts that only pgbench can run (parameters), with the protocol they use.
+PGBENCH_ONLY = {"ingest_params": "extended", "ingest_params_prepared": "prepared"}
+
 # name -> (what it adds, pgbench script). Every script is one transaction.
 SCRIPTS = {
     "select1": ("one round trip, no transaction block: the floor", "SELECT 1;\n"),
@@ -79,6 +117,10 @@ SCRIPTS = {
                "BEGIN;\n" + ingest_call("ipayout.ingest") + "COMMIT;\n"),
     "ingest_worker": ("what the worker sends: BEGIN; SET LOCAL x2; ingest(); COMMIT (pgbench: 5 round trips, the worker 4)",
                       "BEGIN;\n" + SETLOCAL + ingest_call("ipayout.ingest") + "COMMIT;\n"),
+    "ingest_params": ("the worker's transaction with the worker's parameters (text arrays), "
+                      "unnamed statements (parsed and planned every time, as exec_params does)", PARAMS),
+    "ingest_params_prepared": ("the same, every statement prepared once per connection (pgbench -M prepared)",
+                               PARAMS),
     "ingest_noset": ("ingest()'s body, no SET clauses (not safe as SECURITY DEFINER; for measuring only)",
                      "BEGIN;\n" + ingest_call("lab.ingest_noset") + "COMMIT;\n"),
     "ingest_searchpath": ("ingest()'s body, SET search_path only",
@@ -117,7 +159,7 @@ def variant_functions(cluster, db):
     def variant(name, keep_sets, table="ipayout.events"):
         s = src.replace("FUNCTION ipayout.ingest(", f"FUNCTION lab.{name}(", 1)
         head, body = s.split("AS $function$", 1)
-        # ipayout.in_ingest (004) is part of how it works, not a cost to take away.
+        # ipayout.in_ingest (005) is part of how it works, not a cost to take away.
         lines = [l for l in head.splitlines() if not l.strip().startswith("SET ")
                  or any(k in l for k in (*keep_sets, "ipayout.in_ingest"))]
         if table != "ipayout.events":
@@ -175,8 +217,12 @@ def measure(cluster, db, ep, name, seconds, tmp, sync):
     url = f"{cluster.url.replace('postgres@', 'ipayout_cost@', 1)}/{db}"
     env = dict(os.environ, PGAPPNAME=appname, PGOPTIONS=f"-c synchronous_commit={sync}")
     cluster.psql(db, "CHECKPOINT", single=False)
-    p = subprocess.Popen([PGBENCH, "-n", "-M", "extended", "-c", "1", "-T", str(int(seconds)),
-                          "-f", str(script), "-D", f"ep={ep}", "-l", f"--log-prefix={prefix}", url],
+    defines = dict(PARAM_DEFINES, ep=str(ep), eparr="{%d}" % ep)
+    cmd = [PGBENCH, "-n", "-M", PGBENCH_ONLY.get(name, "extended"), "-c", "1", "-T", str(int(seconds)),
+           "-f", str(script), "-l", f"--log-prefix={prefix}", url]
+    for k, v in defines.items():
+        cmd[1:1] = ["-D", f"{k}={v}"]
+    p = subprocess.Popen(cmd,
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid = None
     for _ in range(100):
@@ -247,12 +293,13 @@ def callgrind(a, configs, names):
               capture_output=True)
     res = {}
     for c in configs:
-        for name in names:
+        for name in [n for n in names if n not in PGBENCH_ONLY] + list(CG_ONLY):
             ir = []
             for n in (a.n1, a.n2):
-                txn = SCRIPTS[name][1].replace(":ep", str(eps[c])).replace(";\n", ";\n\n")
+                setup, txn = CG_ONLY[name][1:] if name in CG_ONLY else ("", SCRIPTS[name][1])
+                txn = txn.replace(":ep", str(eps[c])).replace(";\n", ";\n\n")
                 inp = d / f"{c}-{name}-{n}.sql"
-                inp.write_text(txn * n)
+                inp.write_text(setup.replace(";\n", ";\n\n") + txn * n)
                 out = d / f"{c}-{name}-{n}.callgrind"
                 with open(inp) as f:
                     p = as_pg(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
@@ -268,8 +315,8 @@ def callgrind(a, configs, names):
     cols = list(configs)
     print("| script | what it adds | " + " | ".join(f"k instructions ({c})" for c in cols) + " |")
     print("|---|---|" + "--:|" * len(cols))
-    for name in names:
-        print(f"| {name} | {SCRIPTS[name][0]} | "
+    for name in [n for n in names if n not in PGBENCH_ONLY] + list(CG_ONLY):
+        print(f"| {name} | {(CG_ONLY.get(name) or SCRIPTS[name])[0]} | "
               + " | ".join(f"{res[(c, name)] / 1000:.0f}" for c in cols) + " |")
     print(f"\n(callgrind files of the {a.n2}-transaction runs: {d}/*-{a.n2}.callgrind)")
 
@@ -295,7 +342,7 @@ def main():
     a = ap.parse_args()
     cluster = Cluster(a.url)
     sql = sorted(ROOT.glob("sql/[0-9][0-9][0-9]_*.sql"))
-    configs = {"before": [f for f in sql if f.name[:3] <= "003"], "after": sql}
+    configs = {"before": [f for f in sql if f.name[:3] < "005"], "after": sql}
     configs = {k: v for k, v in configs.items() if k in a.configs.split(",")}
     names = [n for n in SCRIPTS if not a.only or n in a.only.split(",")]
     if a.callgrind:

@@ -1,4 +1,4 @@
-"""sql/004: ingest() sends the notifications itself and the trigger only runs
+"""sql/005: ingest() sends the notifications itself and the trigger only runs
 for inserts that do not come through it. What consumers see must be what 001
 sent: one notification per inserted row, in id order, at commit, none for a
 duplicate, the same payload; and inserts that bypass ingest() still notify.

@@ -1,4 +1,4 @@
--- 004: a cheaper ipayout.ingest(), same contract as 001's: same signature and
+-- 005: a cheaper ipayout.ingest(), same contract as 001's: same signature and
 -- result rows, the same de-duplication, one NOTIFY ipayout_events per inserted
 -- event with the same payload, sent at COMMIT in id order, txid as before.
 --
