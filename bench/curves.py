@@ -51,6 +51,24 @@ def schedstat_ns(pid):
         return int(f.read().split()[0])
 
 
+def tree_ns(root):
+    """CPU ns of every thread of a process tree that is alive now (schedstat:
+    nanoseconds, not 10 ms ticks). For long-lived processes and threads only."""
+    total = 0
+    for pid in B.descendants(B.proc_table(), root):
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                pass
+    return total
+
+
 class Backend:
     """One connection and its server process's CPU."""
 
@@ -212,20 +230,22 @@ def curve_endpoints(b, a):
         time.sleep(3)  # the first full load
         roots = {"pool": B.read_pid(b.state / "webhookd.pid"), "postgres": b.roots()["postgres"]}
         rss = B.worker_rss(roots["pool"])
-        m = B.Meter(roots)
-        m.start()
-        time.sleep(a.idle)
-        idle = m.stop()
+        def cpu_ms(seconds, action=None):
+            """ms of CPU of the pool and of PostgreSQL's live processes over `seconds`."""
+            n0 = {k: tree_ns(v) for k, v in roots.items()}
+            if action:
+                action()
+            time.sleep(seconds)
+            return {k: (tree_ns(v) - n0[k]) / 1e6 for k, v in roots.items()}
+        base = cpu_ms(a.idle)
+        idle = {k: v / a.idle for k, v in base.items()}  # ms per second
         # One endpoint changes: every worker reloads every endpoint at its next refresh.
         reload_cpu = []
-        for k in range(3):
-            m = B.Meter(roots)
-            m.start()
-            b.psql("UPDATE ipayout.endpoints SET success_status = 200 + (success_status - 199) % 2 "
-                   "WHERE name = 'bench-base'")
-            time.sleep(refresh_s * 3)
-            r = m.stop()
-            reload_cpu.append({k: (r[k] - idle[k]) * refresh_s * 3 * 1000 for k in ("pool", "postgres")})
+        for _ in range(3):
+            r = cpu_ms(refresh_s * 3, lambda: b.psql(
+                "UPDATE ipayout.endpoints SET success_status = 200 + (success_status - 199) % 2 "
+                "WHERE name = 'bench-base'"))
+            reload_cpu.append({k: r[k] - idle[k] * refresh_s * 3 for k in r})
         rss2 = B.worker_rss(roots["pool"])
         # Unknown token: the lookup and a 404, through nginx, a few seconds.
         prefix = b.out_dir / "curve-404"
@@ -236,8 +256,8 @@ def curve_endpoints(b, a):
         rps = run["requests_per_s"] or 1
         rows.append({"endpoints": total, "version_check_ms": round(version_ms, 2),
                      "full_load_ms": round(load_ms, 2),
-                     "idle_pool_cpu_ms_per_s": round(idle["pool"] * 1000, 2),
-                     "idle_postgres_cpu_ms_per_s": round(idle["postgres"] * 1000, 2),
+                     "idle_pool_cpu_ms_per_s": round(idle["pool"], 3),
+                     "idle_postgres_cpu_ms_per_s": round(idle["postgres"], 3),
                      "reload_pool_cpu_ms": round(statistics.median(x["pool"] for x in reload_cpu), 1),
                      "reload_postgres_cpu_ms": round(statistics.median(x["postgres"] for x in reload_cpu), 1),
                      "worker_rss_mb": rss2["max_mb"] if rss2 else None,
@@ -261,12 +281,20 @@ def padded_fixture(size):
     doc = dict(FIXTURE)
     item = json.dumps(FIXTURE["data"], separators=(",", ":"))
     base = len(json.dumps(doc, separators=(",", ":"))) + len(',"items":[]')
-    k = max(0, (size - base) // (len(item) + 1))
+    k = max(0, -(-(size - base) // (len(item) + 1)))  # at least `size`
     doc["items"] = [FIXTURE["data"]] * k
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def curve_body(b, a):
+    saved = b.fixture, b.fixture_event_id
+    try:
+        return body_sizes(b, a)
+    finally:
+        b.fixture, b.fixture_event_id = saved  # the other curves sign the fixture
+
+
+def body_sizes(b, a):
     rows = []
     ep = b.add_endpoint(f"curve-body-{b.runid}")
     b.wait_visible(ep["url"])
@@ -369,8 +397,13 @@ def plot(res, path):
             ax.plot([a for a, r in zip(x, rs) if r["purge_cpu_us_per_row"]],
                     [r["purge_cpu_us_per_row"] for r in rs if r["purge_cpu_us_per_row"]], "^-",
                     label="purge CPU µs per row")
+            ax.plot(x, [r["poll_wall_us"] for r in rs], "s--", color="C1", alpha=0.5,
+                    label="poll(100) wall µs")
+            ax.plot([a for a, r in zip(x, rs) if r["purge_wall_us_per_row"]],
+                    [r["purge_wall_us_per_row"] for r in rs if r["purge_wall_us_per_row"]], "^--",
+                    color="C2", alpha=0.5, label="purge wall µs per row")
             ax.set_xlabel("rows in ipayout.events (0 plotted at 1)")
-            ax.set_title("ipayout.events size (backend CPU)")
+            ax.set_title("ipayout.events size (one backend)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
@@ -380,28 +413,31 @@ def plot(res, path):
 
 
 def write_section(res, a, machine):
+    meta = res.get("_meta", {})
     L = [MARK_BEGIN, "## Cost as the work grows (bench/curves.py)", "",
-         f"`bench/curves.py {' '.join(a.curves)}`, {machine}. CPU is per process "
+         f"`bench/curves.py` on {machine}. CPU is per process "
          "(one backend's /proc/<pid>/schedstat, or the stack's process trees): it moves much "
          "less with the shared machine's load than the rates, which are from the same noisy "
          "machine and are for the shape of the curve only.", "",
          "![curves](curves.png)", ""]
     if res.get("events"):
-        L += ["### ipayout.events size", "",
+        L += ["### ipayout.events size", "", meta.get("events", ""), "",
               "Filler rows made with generate_series (small bodies, random dedup keys, received_at "
               "over 60 days), VACUUM ANALYZE at each size; the measured events carry the fixture "
               "body; one backend, "
               f"{a.calls} calls each after a warm-up; synchronous_commit on.", "",
               table(res["events"], EVENTS_COLS), ""]
     if res.get("endpoints"):
-        L += ["### Endpoints", "",
+        L += ["### Endpoints", "", meta.get("endpoints", ""), "",
               "Endpoints made with generate_series; the pool with its defaults (one worker); "
               "query times from EXPLAIN ANALYZE (planning + execution, median); idle CPU over "
               f"{a.idle} s; a change is one UPDATE of one endpoint, CPU over the next 3 s beyond idle; "
-              "unknown token: 4 TLS connections posting to a token that is not there (404).", "",
+              "CPU from /proc/<pid>/task/*/schedstat of the pool's and PostgreSQL's processes "
+              "(nanoseconds); unknown token: 4 TLS connections posting to a token that is not "
+              "there (404), pool CPU per request.", "",
               table(res["endpoints"], ENDPOINT_COLS), ""]
     if res.get("body"):
-        L += ["### Body size", "",
+        L += ["### Body size", "", meta.get("body", ""), "",
               "The fixture with an `items` array of copies of its `data` (compressible like real JSON), "
               "16 TLS connections, one run each (a fresh pool before each, so RSS is this size's).", "",
               table(res["body"], BODY_COLS), ""]
@@ -433,6 +469,8 @@ def main():
     ap.add_argument("--sizes", default="1000,4000,16000,64000,256000,1000000", help="body sizes")
     ap.add_argument("--keep", action="store_true", help="keep the curve_events database")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--replot", action="store_true",
+                    help="measure nothing: plot bench/curves.json and rewrite the section")
     ap.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
     a = ap.parse_args()
     a.curves = a.curves or ["body", "endpoints", "events"]
@@ -447,32 +485,41 @@ def main():
     clean = {k: v for k, v in os.environ.items() if not k.startswith("IPAYOUT_")}
     d = b.daemon_config(clean)
     b.workers, b.threads = int(d["workers"]), int(d["threads"])
-    b.stack("stop")
-    b.stack("start")
-    b.base_url, b.db_url = b.info["BASE_URL"], b.info["DATABASE_URL"]
-    b.pg_datadir = Path(b.info["PG_LOG"]).parent / "data"
-    b.psql("SET client_min_messages = warning",
-           "INSERT INTO ipayout.endpoints (name, token_hash, ipayout_key, notification_url) "
-           "VALUES ('bench-base', sha256('bench-base'::bytea), 'unused', 'https://unused.invalid') "
-           "ON CONFLICT (name) DO NOTHING")
+    if not a.replot:
+        b.stack("stop")
+        b.stack("start")
+        b.base_url, b.db_url = b.info["BASE_URL"], b.info["DATABASE_URL"]
+        b.pg_datadir = Path(b.info["PG_LOG"]).parent / "data"
+        b.psql("SET client_min_messages = warning",
+               "INSERT INTO ipayout.endpoints (name, token_hash, ipayout_key, notification_url) "
+               "VALUES ('bench-base', sha256('bench-base'::bytea), 'unused', 'https://unused.invalid') "
+               "ON CONFLICT (name) DO NOTHING")
     res = {}
+    if a.replot:
+        res = json.loads((ROOT / "bench" / "curves.json").read_text())
+        a.curves = []
     try:
-        for k in ("body", "endpoints", "events"):
+        for k in ("body", "endpoints", "events") if not a.replot else ():
             if k in a.curves:
                 log(f"curve: {k}")
                 res[k] = {"body": curve_body, "endpoints": curve_endpoints, "events": curve_events}[k](b, a)
+                res.setdefault("_meta", {})[k] = (
+                    f"measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} at commit "
+                    + os.popen(f"git -C {ROOT} rev-parse --short=12 HEAD").read().strip()
+                    + f" (`bench/curves.py {k}`)")
     finally:
-        b.stack("stop")
+        if not a.replot:
+            b.stack("stop")
     # Curves measured earlier (bench/curves.json) stay in the section until remeasured.
     saved = ROOT / "bench" / "curves.json"
     if not a.no_write:
         old = json.loads(saved.read_text()) if saved.exists() else {}
+        meta = {**old.get("_meta", {}), **res.get("_meta", {})}
         old.update(res)
+        old["_meta"] = meta
         res = old
         saved.write_text(json.dumps(res, indent=1) + "\n")
-    machine = (f"{os.cpu_count()} cores shared with other work, "
-               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit "
-               + os.popen(f"git -C {ROOT} rev-parse --short=12 HEAD").read().strip())
+    machine = f"{os.cpu_count()} cores shared with other work"
     text = write_section(res, a, machine)
     print(text)
     if not a.no_write:

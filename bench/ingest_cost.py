@@ -321,6 +321,39 @@ def callgrind(a, configs, names):
     print(f"\n(callgrind files of the {a.n2}-transaction runs: {d}/*-{a.n2}.callgrind)")
 
 
+def body_parse(a):
+    """What PostgreSQL spends on a 1 MB body before storing it: the text array
+    literal the worker sends parsed into text[], and the text parsed into
+    jsonb. One backend's CPU per call (schedstat), minus the same statement
+    with the value as plain text (the literal's lexing, which a parameter does
+    not have)."""
+    import psycopg2
+    sys.path.insert(0, str(ROOT / "bench"))
+    from curves import padded_fixture
+    body = padded_fixture(a.body_bytes).decode()
+    lit = '{"' + body.replace("\\", "\\\\").replace('"', '\\"') + '"}'
+    conn = psycopg2.connect(a.url + "/postgres")
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("SELECT pg_backend_pid()")
+    pid = cur.fetchone()[0]
+
+    def ms(sql, arg, n=20):
+        cur.execute(sql, (arg,))
+        c0 = schedstat_ns(pid)
+        for _ in range(n):
+            cur.execute(sql, (arg,))
+            cur.fetchall()
+        return (schedstat_ns(pid) - c0) / n / 1e6
+    text = ms("SELECT length(%s::text)", body)
+    text_lit = ms("SELECT length(%s::text)", lit)
+    arr = ms("SELECT cardinality(%s::text[])", lit)
+    jsb = ms("SELECT %s::jsonb IS NOT NULL", body)
+    print(f"body {len(body):,} bytes, as an array literal {len(lit):,} bytes; backend CPU ms per call:")
+    print(f"| array literal -> text[] | {arr - text_lit:.1f} |\n| text -> jsonb | {jsb - text:.1f} |")
+    conn.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default=f"postgresql://postgres@127.0.0.1:{os.environ.get('BENCH_PG_PORT', '29432')}",
@@ -339,7 +372,12 @@ def main():
                     help="--callgrind's private cluster and callgrind files")
     ap.add_argument("--n1", type=int, default=20)
     ap.add_argument("--n2", type=int, default=120)
+    ap.add_argument("--body-parse", action="store_true",
+                    help="only: the CPU of parsing a big body (array literal, jsonb)")
+    ap.add_argument("--body-bytes", type=int, default=1_000_000)
     a = ap.parse_args()
+    if a.body_parse:
+        return body_parse(a)
     cluster = Cluster(a.url)
     sql = sorted(ROOT.glob("sql/[0-9][0-9][0-9]_*.sql"))
     configs = {"before": [f for f in sql if f.name[:3] < "005"], "after": sql}
