@@ -1004,7 +1004,8 @@ COMMIT;
 
         def git(*args):
             p = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
-            return p.stdout.strip() if p.returncode == 0 else ""
+            # rstrip only: a porcelain line starts with a space (" M path").
+            return p.stdout.rstrip() if p.returncode == 0 else ""
 
         dirty = [l[3:] for l in git("status", "--porcelain").splitlines()
                  if not l[3:].startswith("bench/")]
