@@ -17,7 +17,7 @@ migrations as they are in sql/:
   before  the migrations before 005 (ingest() as 001 made it)
   after   every sql/NNN_*.sql of this tree
 and the scripts run in both. Repetitions are interleaved; the table shows
-medians. Prints a Markdown table; --results appends nothing, it only prints.
+medians. Prints a Markdown table (nothing is written).
 
   bench/ingest_cost.py [--seconds 5] [--reps 3] [--only NAME,...]
 """
