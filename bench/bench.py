@@ -337,6 +337,8 @@ class Bench:
         self.pg_datadir = Path(self.info["PG_LOG"]).parent / "data"
         self.seed()
         self.start_ceiling()
+        if "peer" not in a.skip:
+            self.start_peer()
 
     def seed(self):
         """ipayout.events as a receiver that has run for a while has it: --seed-rows
@@ -381,7 +383,7 @@ class Bench:
 
     # ---------------------------------------------------------------- HTTP ceiling
 
-    def derive_nginx(self, d, port, snippet, keepalive=None):
+    def derive_nginx(self, d, port, snippet, keepalive=None, site_extra=""):
         """A second nginx beside the stack's, made from the stack's own files
         (its nginx.conf and the site it rendered from nginx/example-site.conf),
         with its own pid, logs and temp paths, the HTTPS listener (and the other
@@ -420,7 +422,7 @@ class Bench:
             if n != 1:
                 die("cannot find `keepalive N;` in the upstream block of the stack's site.conf")
         (d / "ipayout-webhook.conf").write_text(snippet)
-        (d / "site.conf").write_text(site)
+        (d / "site.conf").write_text(site + site_extra)
         (d / "nginx.conf").write_text(conf)
         p = subprocess.run(["nginx", "-p", f"{d}/", "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")],
                            capture_output=True, text=True,
@@ -716,6 +718,105 @@ class Bench:
             self.psql(f"DELETE FROM ipayout.events WHERE endpoint_id = {ep['id']}",
                       "VACUUM ipayout.events")
 
+    # ---------------------------------------------------------------- the peer
+
+    def start_peer(self):
+        """bench/peers/node (Fastify + pg, what a merchant would write by hand)
+        on the same PostgreSQL, behind an nginx derived from the stack's files
+        like the ceiling's: same site, TLS and limits, but /ipayout/webhooks/
+        goes to the peer with proxy_pass (HTTP/1.1 keepalive, as the stack keeps
+        FastCGI connections open). Its own port (+30, +31, +32); Node on +35."""
+        node = shutil.which("node")
+        peer_dir = ROOT / "bench" / "peers" / "node"
+        if not node or not (peer_dir / "node_modules" / "fastify").is_dir():
+            die("the peer needs node and bench/peers/node/node_modules (bench/run installs them; "
+                "or run `npm ci` there)")
+        self.peer_port = self.https_port + 30
+        node_port = self.https_port + 35
+        self.peer_token = "P" * 43
+        self.peer_url = f"https://127.0.0.1:{self.peer_port}/ipayout/webhooks/{self.peer_token}"
+        self.peer_dir = self.state / "peer"
+        self.peer_dir.mkdir(exist_ok=True)
+        self.stop_peer()
+        snippet = (ROOT / "nginx" / "ipayout-webhook.conf").read_text()
+        snippet, n = re.subn(r"(?ms)^location /ipayout/webhooks/ \{\n.*?^\}\n", """location /ipayout/webhooks/ {
+    proxy_pass http://ipayout_peer;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host $host;
+    client_max_body_size 1m;
+    client_body_buffer_size 1040k;
+    proxy_request_buffering on;
+    client_body_timeout 10s;
+    proxy_connect_timeout 2s;
+    proxy_send_timeout 10s;
+    proxy_read_timeout 15s;
+    error_page 502 503 504 =503 @ipayout_unavailable;
+}
+""", snippet, count=1)
+        if n != 1:
+            die("nginx/ipayout-webhook.conf has no `location /ipayout/webhooks/ {` block to replace")
+        log_f = open(self.peer_dir / "node.log", "ab")
+        env = dict(os.environ, PEER_PORT=str(node_port), DATABASE_URL=self.db_url,
+                   PEER_TOKEN=self.peer_token, PEER_NOTIFICATION_URL=self.peer_url, PEER_KEY=KEY)
+        self.peer_proc = subprocess.Popen([node, str(peer_dir / "server.js")], env=env,
+                                          stdout=log_f, stderr=log_f, stdin=subprocess.DEVNULL,
+                                          start_new_session=True)
+        (self.peer_dir / "node.pid").write_text(f"{self.peer_proc.pid}\n")
+        for _ in range(100):
+            if "listening" in (self.peer_dir / "node.log").read_text(errors="replace"):
+                break
+            if self.peer_proc.poll() is not None:
+                die(f"the peer exited: {(self.peer_dir / 'node.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        else:
+            die("the peer did not start listening within 10 s")
+        self.peer_nginx = self.derive_nginx(
+            self.peer_dir / "nginx", self.peer_port, snippet,
+            site_extra=f"\nupstream ipayout_peer {{\n    server 127.0.0.1:{node_port};\n    keepalive 32;\n}}\n")
+
+    def stop_peer(self):
+        self.stop_nginx(self.peer_dir / "nginx")
+        proc = getattr(self, "peer_proc", None)
+        if proc and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def peer(self, rep, est_rate):
+        roots = {"nginx": self.peer_nginx, "pool": self.peer_proc.pid,
+                 "postgres": self.roots()["postgres"]}
+        for c in self.a.conns:
+            count = min(int(est_rate("peer", c) * self.a.duration * 1.3) + 2000, self.a.max_bodies)
+            prefix = self.out_dir / "reqs"
+            self.write_requests(prefix, self.peer_url, count, min(self.a.wrk_threads, c))
+            self.settle()
+            run, w = self.measure_http("peer", self.peer_url, c, rep, prefix, True, roots,
+                                       {"bodies": count})
+            try:
+                rss = int(re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{self.peer_proc.pid}/status")
+                                    .read_text(), re.M).group(1)) / 1024
+                run["rss"] = {"sum_mb": round(rss, 1), "max_mb": round(rss, 1), "n": 1}
+            except (OSError, AttributeError):
+                pass
+            time.sleep(0.5)
+            ids_file = w["ids_file"]
+            found = self.psql(
+                "CREATE TEMP TABLE acked (id bigint)", f"\\copy acked FROM '{ids_file}'",
+                "SELECT count(*) || ' ' || count(DISTINCT a.id) || ' ' || count(e.id) || ' ' || "
+                "(SELECT count(*) FROM peer.events) FROM acked a LEFT JOIN peer.events e ON e.id = a.id")
+            n, distinct, present, stored = (int(x) for x in found.split())
+            os.unlink(ids_file)
+            run["check"] = {"acked": w["accepted"], "ids": n, "distinct": distinct, "present": present,
+                            "stored": stored,
+                            "ok": n == w["accepted"] and distinct == n and present == n and stored >= n}
+            self.report_run(run)
+            self.runs.append(run)
+            self.psql("TRUNCATE peer.events")
+
     # ---------------------------------------------------------------- the database ceiling
 
     def pgbench_script(self, n):
@@ -814,6 +915,8 @@ COMMIT;
             return f"product, batching on ({self.batch_on})"
         if kind == "off":
             return "product, batching off (1)"
+        if kind == "peer":
+            return "peer: bench/peers/node (Fastify + pg, 1 process, pool of 10)"
         env = " ".join(f"{k.replace('IPAYOUT_', '')}={v}" for k, v in self.a.variants[kind].items())
         return f"variant {kind}: {env}"
 
@@ -870,6 +973,9 @@ COMMIT;
             for m in modes:
                 log(f"product, {self.kind_name(m)}")
                 self.product(m, rep, endpoints, est_rate)
+            if "peer" not in a.skip:
+                log(f"{self.kind_name('peer')}, behind the same nginx and TLS")
+                self.peer(rep, est_rate)
             log(f"repetition {rep} done after {time.time() - t_start:.0f} s")
         self.elapsed = time.time() - t_start
         for f in list(self.out_dir.glob("reqs.*")) + list(self.out_dir.glob("ceil.*")):
@@ -877,6 +983,8 @@ COMMIT;
         (self.out_dir / "runs.json").write_text(json.dumps(
             {"machine": self.machine, "runs": self.runs}, indent=1))
         self.write_results()
+        if "peer" not in a.skip:
+            self.stop_peer()
         if not a.keep_running:
             self.stop_ceiling()
             self.stack("stop")
@@ -896,7 +1004,8 @@ COMMIT;
 
         def git(*args):
             p = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
-            return p.stdout.strip() if p.returncode == 0 else ""
+            # rstrip only: a porcelain line starts with a space (" M path").
+            return p.stdout.rstrip() if p.returncode == 0 else ""
 
         dirty = [l[3:] for l in git("status", "--porcelain").splitlines()
                  if not l[3:].startswith("bench/")]
@@ -974,7 +1083,7 @@ COMMIT;
         L.append("| what | conns | events/s | p50 ms | p99 ms | non-2xx | sock err | every ack stored | "
                  "worker RSS sum / max MB | mean batch | CPU nginx | CPU pool | CPU postgres | CPU wrk | CPU irq | CPU other |")
         L.append("|---|--:|--:|--:|--:|--:|--:|:-:|--:|--:|--:|--:|--:|--:|--:|--:|")
-        names = {k: self.kind_name(k) for k in ["ceiling", "on", "off", *a.variants]}
+        names = {k: self.kind_name(k) for k in ["ceiling", "on", "off", *a.variants, "peer"]}
         for kind in names:
             for c in conns:
                 rs = [r for r in self.runs if r["kind"] == kind and r["conns"] == c]
@@ -1025,14 +1134,32 @@ COMMIT;
         L.append("")
 
         L.append("## Ratios (medians of this run)\n")
-        L.append("| conns | batching on / off | product (on) / HTTP ceiling | product (off) / HTTP ceiling |")
-        L.append("|--:|--:|--:|--:|")
+        peer = any(r["kind"] == "peer" for r in self.runs)
+        L.append("| conns | batching on / off | product (on) / HTTP ceiling | product (off) / HTTP ceiling |"
+                 + (" product (on) / peer, events/s | peer / product (on), CPU of the stack per event |"
+                    if peer else ""))
+        L.append("|--:|--:|--:|--:|" + ("--:|--:|" if peer else ""))
+
+        def stack_us(kind, c):
+            v = [sum(r["cpu"].get(k, 0) for k in ("nginx", "pool", "postgres", "irq"))
+                 / r["requests_per_s"] * 1e6 for r in self.runs
+                 if r["kind"] == kind and r["conns"] == c and r["requests_per_s"] > 0]
+            return statistics.median(v) if v else None
+
         for c in conns:
             on = self.median("on", "events_per_s", conns=c)
             off = self.median("off", "events_per_s", conns=c)
             ce = self.median("ceiling", "requests_per_s", conns=c)
             f = lambda x, y: f"{x / y:.2f}x" if x and y else "–"
-            L.append(f"| {c} | {f(on, off)} | {f(on, ce)} | {f(off, ce)} |")
+            row = f"| {c} | {f(on, off)} | {f(on, ce)} | {f(off, ce)} |"
+            if peer:
+                row += f" {f(on, self.median('peer', 'events_per_s', conns=c))} | " \
+                       f"{f(stack_us('peer', c), stack_us('on', c))} |"
+            L.append(row)
+        if peer:
+            L.append("\nThe peer's rows: `CPU pool` is its Node process, `worker RSS` that "
+                     "process's RSS; nginx and PostgreSQL are the same kind of process as the "
+                     "product's (nginx derived from the stack's files, the same cluster).")
         L.append("")
 
         if any(r["kind"] == "pgbench" for r in self.runs):
@@ -1067,12 +1194,16 @@ COMMIT;
         p99_64 = self.median("on", "p99_ms", conns=64)
         p99_1 = self.median("on", "p99_ms", conns=1)
         rss_all = [r["rss"]["max_mb"] for r in self.runs if r.get("rss")]
-        prod = [r for r in self.runs if r["kind"] not in ("ceiling", "pgbench")]
+        prod = [r for r in self.runs if r["kind"] not in ("ceiling", "pgbench", "peer")]
+        peer64 = self.median("peer", "events_per_s", conns=64)
         yes = lambda b: "yes" if b else "**no**"
         if on64 is not None:
             L.append(f"| >= 20,000 durable events/s | {on64:,.0f} | {yes(on64 >= 20000)} |")
         if on64 and off64:
             L.append(f"| >= 3x batching off | {on64 / off64:.2f}x | {yes(on64 / off64 >= 3)} |")
+        if on64 and peer64:
+            L.append(f"| >= 8x the hand-written peer (issue 14) | {on64 / peer64:.2f}x | "
+                     f"{yes(on64 / peer64 >= 8)} |")
         if p99_64 is not None:
             L.append(f"| p99 <= 10 ms | {p99_64:.2f} ms | {yes(p99_64 <= 10)} |")
         if p99_1 is not None:
@@ -1091,6 +1222,10 @@ COMMIT;
         L.append(f"Raw data of this run (every repetition): `{self.out_dir.relative_to(ROOT) if self.out_dir.is_relative_to(ROOT) else self.out_dir}/runs.json` (not committed).")
         text = "\n".join(L) + "\n"
         out = Path(a.results)
+        # Sections other scripts write (bench/curves.py's curves) stay, after this run's tables.
+        prev = out.read_text() if out.exists() else ""
+        if "\n<!-- section: " in prev:
+            text += "\n" + prev[prev.index("\n<!-- section: ") + 1:]
         out.write_text(text)
         log(f"wrote {out}")
         print(text)
@@ -1103,7 +1238,7 @@ def build_parser():
     p.add_argument("--reps", type=int, default=3, help="repetitions; tables show medians (3)")
     p.add_argument("--conns", default="1,16,64,256", help="connection / client counts (1,16,64,256)")
     p.add_argument("--quick", action="store_true", help="try it out: --duration 3 --reps 1 --conns 1,64")
-    p.add_argument("--skip", default="", help="comma list of: ceiling,pgbench,on,off")
+    p.add_argument("--skip", default="", help="comma list of: ceiling,pgbench,on,off,peer")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE[,VAR=VALUE]",
                    help="also measure the product with these pool environment variables, "
                         "e.g. t32:IPAYOUT_THREADS=32 or native:IPAYOUT_BIN=build-native/handler/ipayout-webhookd")

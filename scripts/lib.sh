@@ -19,6 +19,7 @@ IPAYOUT_PACKAGES=(
   openssl curl python3 python3-pytest python3-psycopg2 clang-format
   clang libclang-rt-14-dev llvm  # tests/fuzz (libFuzzer, sanitizers), symbolized reports
   wrk linux-perf  # bench/run (load) and profiling
+  python3-matplotlib valgrind  # bench/curves.py (its plot), bench/ingest_cost.py --callgrind
   slowhttptest iproute2  # tests/integration/test_edge.py (slow clients; ss)
   nodejs  # examples/node (tests/integration/test_examples.py)
   # tests/integration/test_prometheus.py, bench/consumer_lag.py; promtool is in prometheus.
