@@ -69,8 +69,15 @@ void EndpointLoader::load(pqxx::connection& conn, bool force) {
   try {
     pqxx::nontransaction tx(conn);
     // Cheap change check; updated_at is maintained by a trigger on every change.
+    // Count and newest stamp alone miss a change that commits after a later
+    // one was loaded (stamped T1, committed after T2 > T1: neither moves), so
+    // the version also digests every row stamped in the last 10 minutes; such
+    // a change shows up once it commits, provided it commits within that
+    // time (the endpoint commands' transactions take milliseconds).
     pqxx::row v = tx.exec1(
-        "SELECT count(*)::text || '/' || coalesce(max(updated_at)::text, '') "
+        "SELECT count(*)::text || '/' || coalesce(max(updated_at)::text, '') || '/' || "
+        "coalesce(md5(string_agg(id::text || '@' || updated_at::text, ',' ORDER BY id) "
+        "FILTER (WHERE updated_at > now() - interval '10 minutes')), '') "
         "FROM ipayout.endpoints");
     std::string version = v[0].as<std::string>();
     if (!force && version == version_ && endpoints_.snapshot()) return;

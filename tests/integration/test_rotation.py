@@ -287,3 +287,29 @@ def test_required_header_from_stdin_and_refusals(stack, db, endpoint):
                          ("X-Empty:   ", "the value is empty")]:
         r = stack.cli("endpoint", "set-required-header", endpoint.name, bad)
         assert r.returncode == 1 and message in r.stderr, (bad, r.stderr)
+
+
+def test_a_change_committed_after_a_later_one_is_still_loaded(stack, db):
+    """Endpoint changes commit in their own order: a change stamped T1 that
+    commits after another stamped T2 > T1 was already loaded leaves the
+    table's count and max(updated_at) as they were. The workers must still
+    load it (a key that verifies nowhere would turn i-payout's deliveries into
+    401s until some other change)."""
+    import psycopg2
+    slow, quick = create_endpoint(stack, name("slow")), create_endpoint(stack, name("quick"))
+    holder = psycopg2.connect(stack.database_url)
+    try:
+        with holder.cursor() as cur:  # T1: stamped now, committed later
+            cur.execute("UPDATE ipayout.endpoints SET ipayout_key = 'pk_new_slow' WHERE name = %s",
+                        (slow.name,))
+        time.sleep(0.05)
+        with db.cursor() as cur:  # T2 > T1, committed at once
+            cur.execute("UPDATE ipayout.endpoints SET ipayout_key = 'pk_new_quick' WHERE name = %s",
+                        (quick.name,))
+        quick.key = "pk_new_quick"
+        settle(lambda: quick.post(ev()).status == 200)  # the workers loaded T2
+        holder.commit()
+    finally:
+        holder.close()
+    slow.key = "pk_new_slow"
+    settle(lambda: slow.post(ev()).status == 200, timeout=15)
