@@ -8,6 +8,7 @@
 #include <set>
 
 #include "common/duration.h"
+#include "common/option_word.h"
 
 namespace ipayout::events {
 
@@ -188,12 +189,7 @@ Result<Options> parse_options(int argc, char** argv) {
       }
       continue;
     }
-    std::string name = a.substr(a[1] == '-' ? 2 : 1);
-    std::optional<std::string> value;
-    if (auto eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name.erase(eq);
-    }
+    auto [name, value] = split_option_word(a);
     const std::string written = a.substr(0, a.find('='));
     if (auto s = switches.find(name); s != switches.end()) {
       if (value) return usage_error("--" + name + " takes no value");

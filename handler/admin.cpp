@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "common/duration.h"
+#include "common/option_word.h"
 #include "crypto.h"
 #include "endpoints.h"
 #include "migrations.h"
@@ -79,12 +80,7 @@ Result<EndpointArgs> parse_endpoint_args(const std::vector<std::string>& args) {
       options_end = true;
       continue;
     }
-    std::string name = a.substr(a[1] == '-' ? 2 : 1);
-    std::optional<std::string> value;
-    if (auto eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name.erase(eq);
-    }
+    auto [name, value] = split_option_word(a);
     if (a[1] != '-' || !takes(name)) {
       return usage_error(what + ": unknown option '" + a.substr(0, a.find('=')) + "'");
     }
