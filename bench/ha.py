@@ -12,7 +12,8 @@ redeliver what got no 2xx, and checks the table. Two consumers read the whole
 time: `ipayout-events tail --follow --consumer ha-cli` and an SQL poll/ack loop
 (consumer ha-sql), both on the multi-host conninfo. Per scenario:
 
-  acknowledged  events answered 2xx (accepted or duplicate)
+  acknowledged  events answered 2xx (accepted or duplicate), and how many per
+                second during the load
   lost          acknowledged but not in ipayout.events after the run
   duplicated    events stored more than once
   non2xx        the longest stretch of answers (in completion order) without
@@ -379,6 +380,20 @@ class Harness:
                 time.sleep(0.5)
         return False
 
+    def ids_reused(self, led, stored):
+        """Lost events whose id now belongs to another stored event: the new
+        primary handed the id out again (its sequence had not seen it)."""
+        with led._lock:
+            ids = {r.id for r in led.results if r.acked and r.eid not in stored and r.id}
+        conn = psycopg2.connect(self.cluster.admin_url)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM ipayout.events WHERE id = ANY(%s)",
+                            (sorted(ids),))
+                return cur.fetchone()[0]
+        finally:
+            conn.close()
+
     # -- one scenario
 
     def scenario(self, name, fault, sync=True, ledger_cls=Ledger, ledger_kw=None, after=None):
@@ -419,7 +434,8 @@ class Harness:
         missed, repeated, vanished = self.consumer_counts(led.tag, stored)
         ahead = self.txids_ahead()
         kind = "sync" if sync else "async"
-        line = (f"{name} ({kind}): acknowledged={rep['acknowledged']} lost={rep['lost']} "
+        line = (f"{name} ({kind}): acknowledged={rep['acknowledged']} "
+                f"({rep['events_per_s']:.0f}/s) lost={rep['lost']} "
                 f"duplicated={rep['duplicated']} non2xx_longest={dur:.1f}s/{count} "
                 f"fault_to_200={recovery:.1f}s missed=cli:{missed['cli']},sql:{missed['sql']} "
                 f"repeated=cli:{repeated['cli']},sql:{repeated['sql']} "
@@ -427,6 +443,8 @@ class Harness:
                 f"txids_ahead={'yes' if ahead else 'NO'}")
         if not sync and any(vanished.values()):
             line += f" read_then_vanished=cli:{vanished['cli']},sql:{vanished['sql']}"
+        if not sync and rep["lost"]:
+            line += f" lost_ids_reused={self.ids_reused(led, stored)}"
         if extra:
             line += " " + extra
         if note:
