@@ -174,11 +174,11 @@ class Ledger:
                    "x-signature": sign(self.key, ts, self.url, body),
                    "User-Agent": "ipayout-ledger"}
         r = Result(eid, time.monotonic(), phase, sender)
+        host, port = self.target(eid, phase)
         if self._ctx is not None:
-            conn = http.client.HTTPSConnection(self._u.hostname, self._u.port, context=self._ctx,
-                                               timeout=self.timeout)
+            conn = http.client.HTTPSConnection(host, port, context=self._ctx, timeout=self.timeout)
         else:
-            conn = http.client.HTTPConnection(self._u.hostname, self._u.port, timeout=self.timeout)
+            conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
         try:
             conn.request("POST", self._path, body=body, headers=headers)
             resp = conn.getresponse()
@@ -205,6 +205,12 @@ class Ledger:
         with self._lock:
             self.results.append(r)
         return r
+
+    def target(self, eid, phase):
+        """Where a delivery goes: the URL's host and port. A subclass may send to
+        another receiver host (a load balancer's choice); the signature still
+        covers self.url, the notification URL i-payout signs."""
+        return self._u.hostname, self._u.port
 
     def _take_ticket(self):
         with self._lock:

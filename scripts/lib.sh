@@ -104,9 +104,19 @@ stack_config() {
   HTTP_BASE_URL="http://127.0.0.1:$HTTP_PORT"
   METRICS_URL="http://127.0.0.1:$OPERATOR_PORT/ipayout/metrics"
   HEALTH_URL="http://127.0.0.1:$OPERATOR_PORT/ipayout/health"
-  DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/ipayout"
-  WORKER_DATABASE_URL="postgresql://ipayout_webhookd@127.0.0.1:$PG_PORT/ipayout"
-  CONSUMER_DATABASE_URL="postgresql://ipayout_consumer@127.0.0.1:$PG_PORT/ipayout"
+  # IPAYOUT_PG_HOSTS (host:port,host:port,...): use PostgreSQL servers that run
+  # already (a Patroni cluster, say) instead of starting one. Every URL then
+  # names all of them and asks libpq for the writable one, so the pool and
+  # migrate follow a failover. The database "ipayout" must exist there.
+  PG_EXTERNAL="${IPAYOUT_PG_HOSTS:-}"
+  local hosts="127.0.0.1:$PG_PORT" query=""
+  if [ -n "$PG_EXTERNAL" ]; then
+    hosts="$PG_EXTERNAL"
+    query="?target_session_attrs=read-write&connect_timeout=2"
+  fi
+  DATABASE_URL="postgresql://postgres@$hosts/ipayout$query"
+  WORKER_DATABASE_URL="postgresql://ipayout_webhookd@$hosts/ipayout$query"
+  CONSUMER_DATABASE_URL="postgresql://ipayout_consumer@$hosts/ipayout$query"
   FCGI_SOCKET="$STATE/fcgi.sock"
   CA_CERT="$STATE/nginx/cert.pem"
 }
