@@ -31,7 +31,9 @@ from pathlib import Path
 import psycopg2
 
 ROOT = Path(__file__).resolve().parents[1]
-STACK = ROOT / "scripts" / "stack"
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+from webhook import run_stack  # noqa: E402  (the tests' stack control)
+
 DAEMON = ROOT / "build" / "handler" / "ipayout-webhookd"
 QUERIES = ROOT / "monitoring" / "postgres-exporter" / "ipayout-queries.yaml"
 EXPORTER = "/usr/bin/prometheus-postgres-exporter"
@@ -44,13 +46,6 @@ CONSUMERS = [("bench-lag-all", "beginning", "%"),
 
 def log(msg):
     print(f"[consumer_lag {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def stack(env, *args):
-    p = subprocess.run([str(STACK), *args], env=env, capture_output=True, text=True, timeout=300)
-    if p.returncode != 0:
-        sys.exit(f"scripts/stack {' '.join(args)} failed:\n{p.stdout}\n{p.stderr}")
-    return dict(line.split("=", 1) for line in p.stdout.splitlines() if "=" in line)
 
 
 def timed(cur, sql, runs):
@@ -110,7 +105,7 @@ def main():
     env = dict(os.environ, IPAYOUT_STATE_DIR=args.state_dir, IPAYOUT_PG_PORT=args.pg_port,
                IPAYOUT_HTTPS_PORT=args.https_port, IPAYOUT_WORKERS="1", IPAYOUT_THREADS="2")
     log(f"starting a stack in {args.state_dir}")
-    info = stack(env, "start")
+    info = run_stack(env, "start", timeout=300)
     exporter = None
     try:
         conn = psycopg2.connect(info["DATABASE_URL"])
@@ -223,7 +218,7 @@ def main():
             exporter.terminate()
             exporter.wait(10)
         if not args.keep:
-            stack(env, "stop")
+            run_stack(env, "stop", timeout=300)
 
 
 if __name__ == "__main__":

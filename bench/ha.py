@@ -40,7 +40,7 @@ import psycopg2
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from ledger import Ledger  # noqa: E402
-from webhook import EVENTS_BIN, Stack, create_endpoint  # noqa: E402  (ledger put it on the path)
+from webhook import EVENTS_BIN, Stack, create_endpoint, process_alive  # noqa: E402  (ledger put it on the path)
 
 RATE = 300.0      # events/s over all senders: the machine is shared, the point is faults
 SENDERS = 8
@@ -48,14 +48,6 @@ SENDERS = 8
 
 def log(msg):
     print(f"ha: {msg}", file=sys.stderr, flush=True)
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def children(pid):
@@ -92,7 +84,7 @@ class Node:
         the postmaster alone would be restarted in place by Patroni."""
         patroni = self.pid(self.dir / "patroni.pid")
         postmaster = self.pid(self.dir / "data" / "postmaster.pid")
-        victims = [p for p in [patroni, postmaster] if p and alive(p)]
+        victims = [p for p in [patroni, postmaster] if p and process_alive(p)]
         if postmaster:
             victims += children(postmaster)
         for p in victims:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
-from webhook import sign  # noqa: E402  (the i-payout signature, as the tests compute it)
+from webhook import run_stack, sign  # noqa: E402  (the tests' signature and stack control)
 
 STACK = ROOT / "scripts" / "stack"
 DAEMON = ROOT / "build" / "handler" / "ipayout-webhookd"
@@ -44,13 +44,6 @@ KEY = "pk_bench_wakeup"
 
 def log(msg):
     print(f"[wakeup {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def stack(env, *args):
-    p = subprocess.run([str(STACK), *args], env=env, capture_output=True, text=True, timeout=300)
-    if p.returncode != 0:
-        sys.exit(f"scripts/stack {' '.join(args)} failed:\n{p.stdout}\n{p.stderr}")
-    return dict(line.split("=", 1) for line in p.stdout.splitlines() if "=" in line)
 
 
 def percentile(sorted_values, q):
@@ -77,7 +70,7 @@ def main():
     already_running = subprocess.run([str(STACK), "status"], env=env,
                                      capture_output=True).returncode == 0
     log("reusing the running stack" if already_running else f"starting a stack in {args.state_dir}")
-    info = stack(env, "start")
+    info = run_stack(env, "start", timeout=300)
     name = "wakeup-" + uuid.uuid4().hex[:8]
     consumer = "bench-" + name
     tail = None
@@ -169,7 +162,7 @@ def main():
                         info["DATABASE_URL"]], capture_output=True)
         if not already_running and not args.keep:
             log("stopping the stack")
-            stack(env, "stop")
+            run_stack(env, "stop", timeout=300)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from webhook import ROOT, STACK, create_endpoint, request
+from webhook import ROOT, STACK, create_endpoint, process_alive, request
 
 sys.path.insert(0, str(ROOT / "bench"))
 from ledger import Ledger, format_report  # noqa: E402
@@ -119,15 +119,6 @@ def thread_states(pid):
         except OSError:
             pass
     return out
-
-
-def process_alive(pid):
-    """Alive and not a zombie (this machine's pid 1 may not reap orphans)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def superuser(stack):

@@ -63,6 +63,27 @@ def request(url, method="POST", body=b"", headers=None, ca=None, timeout=30, sou
         conn.close()
 
 
+def run_stack(env, *args, timeout=180):
+    """scripts/stack ARGS with `env`: its KEY=VALUE lines (start, env) as a
+    dict. Raises with the command's output when it fails."""
+    p = subprocess.run([str(STACK), *args], env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"scripts/stack {' '.join(args)} failed ({p.returncode}):\n"
+                           f"{p.stdout}\n{p.stderr}")
+    pairs = (line.split("=", 1) for line in p.stdout.splitlines() if "=" in line)
+    return {k: v for k, v in pairs if k.isupper()}
+
+
+def process_alive(pid):
+    """Alive and not a zombie (this machine's pid 1 may not reap orphans)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 class Stack:
     """The real stack (PostgreSQL, worker pool, nginx) run by scripts/stack in
     its own state directory and ports, so tests never touch a developer's stack."""
@@ -79,16 +100,7 @@ class Stack:
         self.info = {}
 
     def run(self, *args, timeout=180):
-        p = subprocess.run([str(STACK), *args], env=self.env, capture_output=True, text=True,
-                           timeout=timeout)
-        if p.returncode != 0:
-            raise RuntimeError(f"scripts/stack {' '.join(args)} failed ({p.returncode}):\n"
-                               f"{p.stdout}\n{p.stderr}")
-        for line in p.stdout.splitlines():
-            if "=" in line and line.split("=", 1)[0].isupper():
-                k, v = line.split("=", 1)
-                self.info[k] = v
-        return p.stdout
+        self.info.update(run_stack(self.env, *args, timeout=timeout))
 
     @property
     def base_url(self):
