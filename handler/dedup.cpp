@@ -1,28 +1,36 @@
 #include "dedup.h"
 
+#include <vector>
+
 namespace ipayout {
+namespace {
+
+// The parts of `s` between `sep`s, each without surrounding spaces; empty
+// parts are kept (the caller decides what an empty one means).
+std::vector<std::string_view> split_trimmed(std::string_view s, char sep) {
+  std::vector<std::string_view> parts;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t end = s.find(sep, pos);
+    if (end == std::string_view::npos) end = s.size();
+    std::string_view part = s.substr(pos, end - pos);
+    while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
+    while (!part.empty() && part.back() == ' ') part.remove_suffix(1);
+    parts.push_back(part);
+    pos = end + 1;
+  }
+  return parts;
+}
+
+}  // namespace
 
 Result<DedupRules> parse_dedup_rules(std::string_view setting) {
   DedupRules rules;
-  size_t pos = 0;
-  while (pos <= setting.size()) {
-    size_t comma = setting.find(',', pos);
-    std::string_view alt =
-        setting.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
-    pos = comma == std::string_view::npos ? setting.size() + 1 : comma + 1;
-    while (!alt.empty() && alt.front() == ' ') alt.remove_prefix(1);
-    while (!alt.empty() && alt.back() == ' ') alt.remove_suffix(1);
-    if (alt.empty()) continue;
+  for (std::string_view alt : split_trimmed(setting, ',')) {
+    if (alt.empty()) continue;  // "a,,b" and a trailing comma are harmless
     DedupRule rule;
     rule.text = std::string(alt);
-    size_t p = 0;
-    while (p <= alt.size()) {
-      size_t plus = alt.find('+', p);
-      std::string_view ptr =
-          alt.substr(p, plus == std::string_view::npos ? std::string_view::npos : plus - p);
-      p = plus == std::string_view::npos ? alt.size() + 1 : plus + 1;
-      while (!ptr.empty() && ptr.front() == ' ') ptr.remove_prefix(1);
-      while (!ptr.empty() && ptr.back() == ' ') ptr.remove_suffix(1);
+    for (std::string_view ptr : split_trimmed(alt, '+')) {
       if (ptr.empty() || ptr.front() != '/') {
         return Error{"invalid_setting",
                      "dedup_pointers: '" + std::string(ptr) + "' is not a JSON pointer"};
