@@ -32,32 +32,55 @@ Connections::~Connections() {
     drain(std::chrono::milliseconds(0));
     thread_.join();
   }
-  for (int fd : ready_) close(fd);
-  if (wake_fd_ >= 0) close(wake_fd_);
-  if (epoll_fd_ >= 0) close(epoll_fd_);
+  for (int fd : idle_) close(fd);
+  for (int fd : {wake_fd_, done_fd_, accept_epoll_, ready_epoll_}) {
+    if (fd >= 0) close(fd);
+  }
 }
 
 bool Connections::start() {
   int flags = fcntl(listen_fd_, F_GETFL);
   if (flags < 0 || fcntl(listen_fd_, F_SETFL, flags | O_NONBLOCK) < 0) return false;
-  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  accept_epoll_ = epoll_create1(EPOLL_CLOEXEC);
+  ready_epoll_ = epoll_create1(EPOLL_CLOEXEC);
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (epoll_fd_ < 0 || wake_fd_ < 0) return false;
+  done_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (accept_epoll_ < 0 || ready_epoll_ < 0 || wake_fd_ < 0 || done_fd_ < 0) return false;
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.fd = wake_fd_;
-  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) < 0) return false;
+  if (epoll_ctl(accept_epoll_, EPOLL_CTL_ADD, wake_fd_, &ev) < 0) return false;
+  // Level-triggered and never read: once written, every epoll_wait returns it.
+  ev.data.fd = done_fd_;
+  if (epoll_ctl(ready_epoll_, EPOLL_CTL_ADD, done_fd_, &ev) < 0) return false;
   thread_ = std::thread([this] { run(); });
   return true;
 }
 
 int Connections::next() {
-  std::unique_lock<std::mutex> lk(mu_);
-  ready_cv_.wait(lk, [&] { return !ready_.empty() || finished_; });
-  if (ready_.empty()) return -1;
-  int fd = ready_.front();
-  ready_.pop_front();
-  return fd;
+  for (;;) {
+    epoll_event ev{};
+    // Many request threads wait here at once; the kernel hands each report
+    // of a one-shot descriptor to one of them.
+    int n = epoll_wait(ready_epoll_, &ev, 1, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      spdlog::critical("msg=\"epoll_wait failed\" error=\"{}\"", std::strerror(errno));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
+    if (n == 0) continue;
+    const int fd = ev.data.fd;
+    std::lock_guard<std::mutex> lk(mu_);
+    if (fd == done_fd_) {
+      // Drained: what is left in idle_ has a request waiting (close_idle).
+      if (idle_.empty()) return -1;
+      const int left = *idle_.begin();
+      idle_.erase(idle_.begin());
+      return left;
+    }
+    if (idle_.erase(fd)) return fd;  // else: stale, another thread or the drain took it
+  }
 }
 
 void Connections::give_back(int fd) {
@@ -77,13 +100,15 @@ void Connections::watch(int fd, int op) {
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
   ev.data.fd = fd;
-  if (epoll_ctl(epoll_fd_, op, fd, &ev) < 0) {
+  // In idle_ before it is armed: a thread woken for it at once must find it
+  // there (it waits for mu_, which the caller holds).
+  idle_.insert(fd);
+  if (epoll_ctl(ready_epoll_, op, fd, &ev) < 0) {
     spdlog::warn("msg=\"cannot watch a FastCGI connection, closing it\" error=\"{}\"",
                  std::strerror(errno));
+    idle_.erase(fd);
     close(fd);
-    return;
   }
-  idle_.insert(fd);
 }
 
 void Connections::drain(std::chrono::milliseconds grace) {
@@ -139,31 +164,32 @@ void Connections::set_listening(bool on) {
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLEXCLUSIVE;  // a new connection wakes one worker, not all
   ev.data.fd = listen_fd_;
-  if (epoll_ctl(epoll_fd_, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, listen_fd_, &ev) == 0) {
+  if (epoll_ctl(accept_epoll_, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, listen_fd_, &ev) == 0) {
     listening_ = on;
   }
 }
 
 void Connections::close_idle() {
-  // At the drain deadline. A connection whose request arrived after the last
-  // epoll_wait is served, not closed: closing it would turn a delivery nginx
-  // has already sent into a 502 (503 for i-payout) for no reason.
-  for (int fd : idle_) {
+  // At the drain deadline. A connection whose request has arrived (and not
+  // yet been taken by a thread) is served, not closed: closing it would turn
+  // a delivery nginx has already sent into a 502 (503 for i-payout) for no
+  // reason. It stays in idle_; next() hands it out after the drain.
+  for (auto it = idle_.begin(); it != idle_.end();) {
     char c;
-    if (recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
-      ready_.push_back(fd);
+    if (recv(*it, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
+      ++it;
     } else {
-      close(fd);
+      close(*it);
+      it = idle_.erase(it);
     }
   }
-  idle_.clear();
 }
 
 void Connections::run() {
   using Clock = std::chrono::steady_clock;
   set_listening(true);
   Clock::time_point paused_until{};
-  epoll_event events[64];
+  epoll_event events[16];
   for (;;) {
     int timeout_ms = -1;
     const auto now = Clock::now();
@@ -180,7 +206,10 @@ void Connections::run() {
         set_listening(false);
         close_idle();
         finished_ = true;
-        ready_cv_.notify_all();
+        uint64_t one = 1;
+        if (write(done_fd_, &one, sizeof one) < 0) {
+          // An eventfd written once cannot be full.
+        }
         return;
       }
       if (draining) wait_until(drain_deadline_);
@@ -194,7 +223,7 @@ void Connections::run() {
         wait_until(paused_until);
       }
     }
-    int n = epoll_wait(epoll_fd_, events, 64, timeout_ms);
+    int n = epoll_wait(accept_epoll_, events, 16, timeout_ms);
     if (n < 0) {
       if (errno == EINTR) continue;
       spdlog::critical("msg=\"epoll_wait failed\" error=\"{}\"", std::strerror(errno));
@@ -212,14 +241,6 @@ void Connections::run() {
         if (listening_ && !accept_new()) {
           set_listening(false);
           paused_until = Clock::now() + std::chrono::milliseconds(100);
-        }
-      } else {
-        // A request, or nginx closing it: either way a thread reads it (libfcgi
-        // closes the descriptor when it finds the end of the stream).
-        std::lock_guard<std::mutex> lk(mu_);
-        if (idle_.erase(fd)) {
-          ready_.push_back(fd);
-          ready_cv_.notify_one();
         }
       }
     }

@@ -1,17 +1,24 @@
 // Which FastCGI connection a request thread serves next.
 //
-// One thread per worker process owns the listening socket and every idle
-// connection (epoll). Request threads take a connection only when a request is
-// waiting on it, and give it back after answering if nginx keeps it open
-// (`fastcgi_keep_conn on` with `keepalive N` in the upstream). So libfcgi never
-// blocks a request thread in accept() or on an idle kept-alive connection:
-// any number of idle connections cost no thread, and a drain needs no signal
-// to pull threads out of accept().
+// One thread per worker process owns the listening socket: it accepts and
+// registers each new connection in the "ready" epoll set (one-shot). The
+// request threads themselves wait on that set (leader/followers): the kernel
+// wakes one of them when a request arrives on an idle connection, with no
+// hand-off through another thread (that hop cost two context switches and
+// about three futex calls per request). A request thread gives the connection
+// back after answering if nginx keeps it open (`fastcgi_keep_conn on` with
+// `keepalive N` in the upstream). So libfcgi never blocks a request thread in
+// accept() or on an idle kept-alive connection: any number of idle
+// connections cost no thread, and a drain needs no signal to pull threads out
+// of accept().
+//
+// Invariant: a descriptor is owned by exactly one of: `idle_` (watched,
+// armed), one request thread (taken: erased from `idle_` under mu_), or nobody
+// (closed). Whoever erases it from `idle_` owns it; an epoll report of a
+// descriptor that is no longer in `idle_` is stale and ignored.
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
-#include <deque>
 #include <mutex>
 #include <thread>
 #include <unordered_set>
@@ -48,8 +55,10 @@ class Connections {
   void watch(int fd, int op);   // EPOLL_CTL_ADD (new) or _MOD (given back); mu_ held
 
   int listen_fd_;
-  int epoll_fd_ = -1;
-  int wake_fd_ = -1;  // eventfd: drain() wakes the thread with it
+  int accept_epoll_ = -1;  // the listening socket and wake_fd_: the connection thread's
+  int ready_epoll_ = -1;   // idle connections and done_fd_: the request threads'
+  int wake_fd_ = -1;       // eventfd: drain() wakes the connection thread with it
+  int done_fd_ = -1;       // eventfd, written once when drained: wakes every request thread
   std::thread thread_;
   // Only the connection thread touches these.
   bool listening_ = false;  // the listening socket is in the epoll set
@@ -57,11 +66,11 @@ class Connections {
   std::chrono::steady_clock::time_point last_accept_warning_{};
 
   mutable std::mutex mu_;
-  std::condition_variable ready_cv_;
-  std::deque<int> ready_;         // a request is waiting on each
-  std::unordered_set<int> idle_;  // watched by epoll, owned by no thread
+  std::unordered_set<int> idle_;  // watched by ready_epoll_, owned by no thread
   bool draining_ = false;
-  bool finished_ = false;  // drained: every idle connection closed
+  // Drained: idle connections with nothing to read are closed; those with a
+  // request stay in idle_ until a thread takes them, then next() returns -1.
+  bool finished_ = false;
   std::chrono::steady_clock::time_point drain_deadline_{};
 };
 
