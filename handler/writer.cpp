@@ -1,7 +1,9 @@
 #include "writer.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
+#include <cerrno>
 #include <pqxx/pqxx>
 #include <unordered_map>
 
@@ -44,6 +46,16 @@ class ArrayLiteral {
   std::string out_ = "{";
 };
 
+// True if the idle session has nothing to read. A backend terminated while
+// idle (pg_terminate_backend, a restart) has left its error and the end of the
+// stream on the socket. Sending the batch on it would make its outcome
+// unknown; found now, nothing has been sent and a new connection is safe.
+bool idle_session_alive(pqxx::connection& conn) {
+  char c;
+  ssize_t n = recv(conn.sock(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 // SQLSTATE class 22 (data exception): the input itself was refused, e.g. a body
 // jsonb cannot hold. Retrying the same data cannot succeed.
 bool is_data_error(const pqxx::sql_error& e) {
@@ -57,6 +69,12 @@ size_t full_batch(const Settings& s) {
 }
 
 }  // namespace
+
+size_t Writer::body_bytes(const Batch& batch, const std::vector<size_t>& idx) {
+  size_t n = 0;
+  for (size_t i : idx) n += batch[i]->record.body.size() + batch[i]->record.headers_json.size();
+  return n;
+}
 
 const char* describe(StoreFailure f) {
   switch (f) {
@@ -101,10 +119,9 @@ void Writer::stop() {
 }
 
 StoreResult Writer::store(EventRecord record) {
-  auto item = std::make_unique<Item>();
+  auto item = std::make_shared<Item>();
   item->record = std::move(record);
   item->queued = Clock::now();
-  std::future<StoreResult> done = item->done.get_future();
   const auto settings = settings_.get();  // one snapshot for this request
   bool wake = false;
   {
@@ -113,7 +130,7 @@ StoreResult Writer::store(EventRecord record) {
     if (queue_.size() >= static_cast<size_t>(settings->queue_max)) {
       return {StoreOutcome::kUnavailable, 0, StoreFailure::kQueueFull};
     }
-    queue_.push_back(std::move(item));
+    queue_.push_back(item);
     // The writer waits for the first event, or for a full batch while it
     // lingers; in between, waking it would only make it check and sleep again.
     wake = queue_.size() == 1 || queue_.size() >= full_batch(*settings);
@@ -121,11 +138,10 @@ StoreResult Writer::store(EventRecord record) {
   if (wake) cv_.notify_one();
   // If the wait times out the writer may still commit the event later. Answering
   // 503 is safe then: i-payout retries and the retry is answered as a duplicate.
-  if (done.wait_for(std::chrono::milliseconds(settings->request_timeout_ms)) !=
-      std::future_status::ready) {
+  if (!item->done.wait_for(std::chrono::milliseconds(settings->request_timeout_ms))) {
     return {StoreOutcome::kUnavailable, 0, StoreFailure::kTimedOut};
   }
-  return done.get();
+  return item->done.get();
 }
 
 void Writer::run() {
@@ -185,7 +201,7 @@ void Writer::take_batch(Batch& batch) {
 }
 
 void Writer::fail(Batch& batch, StoreOutcome outcome, StoreFailure why) {
-  for (auto& item : batch) item->done.set_value({outcome, 0, why});
+  for (auto& item : batch) item->done.set({outcome, 0, why});
   batch.clear();
 }
 
@@ -210,8 +226,9 @@ void Writer::commit(DbSession::Lease& lease, Batch& batch) {
   metrics::observe_batch(leaders.size(),
                          std::chrono::duration<double>(Clock::now() - started).count());
   if (!ok && failure == CommitFailure::kNotSent) {
-    // The connection broke before COMMIT was sent, so nothing was written:
-    // one retry on a fresh connection hides a terminated backend from i-payout.
+    // The connection was found broken before the batch was sent, so nothing
+    // was written: one retry on a fresh connection hides a terminated backend
+    // from i-payout.
     if (lease.connect()) ok = try_commit(lease, batch, leaders, results, failure);
   }
   if (!ok && failure == CommitFailure::kData) {
@@ -244,7 +261,7 @@ void Writer::commit(DbSession::Lease& lease, Batch& batch) {
       results[i] = lead;
       if (lead.outcome == StoreOutcome::kAccepted) results[i].outcome = StoreOutcome::kDuplicate;
     }
-    batch[i]->done.set_value(results[i]);
+    batch[i]->done.set(results[i]);
   }
   batch.clear();
 }
@@ -272,19 +289,39 @@ bool Writer::try_commit(DbSession::Lease& lease, Batch& batch, const std::vector
     else
       addr.add(r.remote_addr);
   }
-  bool committing = false;
+  if (!idle_session_alive(*conn)) {
+    failure = CommitFailure::kNotSent;
+    lease.lost("connection lost while idle");
+    return false;
+  }
+  // One round trip: one Query message of three statements, which PostgreSQL
+  // runs as one implicit transaction and commits after the last one, before
+  // it answers ReadyForQuery (so a commit error is the last result, and
+  // exec() throws it). Any error rolls all of it back. A broken connection
+  // during it leaves the outcome unknown. Bounded waits: a slow or locked
+  // database turns into 503s, not piled-up threads. SET LOCAL, not a session
+  // SET: behind PgBouncer in transaction mode the next transaction may run on
+  // another server connection. The arrays are text literals quoted by libpq
+  // for this connection (PQescapeStringConn).
+  const std::string timeout = std::to_string(settings_.get()->commit_timeout_ms);
+  std::string sql;
+  sql.reserve(256 + body_bytes(batch, idx) * 11 / 10);
+  sql += "SET LOCAL statement_timeout = " + timeout + "; SET LOCAL lock_timeout = " + timeout +
+         "; SELECT ord, id, accepted FROM ipayout.ingest(";
+  const std::pair<ArrayLiteral*, const char*> columns[] = {
+      {&endpoint, "bigint[]"}, {&event, "text[]"},   {&key, "text[]"},       {&body, "text[]"},
+      {&is_json, "boolean[]"}, {&headers, "text[]"}, {&signature, "text[]"}, {&addr, "text[]"}};
+  for (const auto& [literal, type] : columns) {
+    if (literal != &endpoint) sql += ", ";
+    sql += '\'';
+    sql += conn->esc(literal->finish());
+    sql += "'::";
+    sql += type;
+  }
+  sql += ')';
   try {
-    pqxx::work tx(*conn, "ingest");
-    // Bounded waits: a slow or locked database turns into 503s, not piled-up
-    // threads. SET LOCAL, not a session SET: behind PgBouncer in transaction
-    // mode the next transaction may run on another server connection.
-    const std::string timeout = std::to_string(settings_.get()->commit_timeout_ms);
-    tx.exec("SET LOCAL statement_timeout = " + timeout + "; SET LOCAL lock_timeout = " + timeout);
-    pqxx::result rows = tx.exec_params(
-        "SELECT ord, id, accepted FROM ipayout.ingest($1::bigint[], $2::text[], $3::text[], "
-        "$4::text[], $5::boolean[], $6::text[], $7::text[], $8::text[])",
-        endpoint.finish(), event.finish(), key.finish(), body.finish(), is_json.finish(),
-        headers.finish(), signature.finish(), addr.finish());
+    pqxx::nontransaction tx(*conn, "ingest");
+    pqxx::result rows = tx.exec(sql);
     std::vector<bool> seen(idx.size(), false);
     std::vector<StoreResult> out(idx.size());
     for (const auto& row : rows) {
@@ -294,8 +331,6 @@ bool Writer::try_commit(DbSession::Lease& lease, Batch& batch, const std::vector
                       row[1].as<int64_t>(), StoreFailure::kNone};
       seen[ord - 1] = true;
     }
-    committing = true;
-    tx.commit();
     for (size_t j = 0; j < idx.size(); ++j) {
       // Not seen: the row vanished between insert and lookup (retention raced
       // us). It was not acknowledged, so 503 and the retry stores it again.
@@ -303,13 +338,11 @@ bool Writer::try_commit(DbSession::Lease& lease, Batch& batch, const std::vector
           seen[j] ? out[j] : StoreResult{StoreOutcome::kUnavailable, 0, StoreFailure::kVanished};
     }
     return true;
-  } catch (const pqxx::in_doubt_error& e) {
+  } catch (const pqxx::broken_connection& e) {
+    // The statements were sent: the commit may or may not have happened.
     spdlog::error("msg=\"commit outcome unknown\" events={} error=\"{}\"", idx.size(), e.what());
     failure = CommitFailure::kInDoubt;
     lease.lost("connection lost during commit");
-  } catch (const pqxx::broken_connection& e) {
-    failure = committing ? CommitFailure::kInDoubt : CommitFailure::kNotSent;
-    lease.lost("connection lost");
   } catch (const pqxx::sql_error& e) {
     failure = is_data_error(e) ? CommitFailure::kData : CommitFailure::kOther;
     std::string what = e.what();

@@ -10,13 +10,13 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
-#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "completion.h"
 #include "db_session.h"
 #include "settings.h"
 #include "signature.h"
@@ -76,17 +76,19 @@ class Writer {
   StoreResult store(EventRecord record);
 
  private:
+  // Shared by the request thread and the writer: a request that timed out
+  // drops its share, and the writer may still finish the item later.
   struct Item {
     EventRecord record;
-    std::promise<StoreResult> done;
+    Completion<StoreResult> done;
     std::chrono::steady_clock::time_point queued;
   };
-  using Batch = std::vector<std::unique_ptr<Item>>;
+  using Batch = std::vector<std::shared_ptr<Item>>;
 
   // How a transaction failed, and so what may be done about it.
   enum class CommitFailure {
-    kNotSent,  // connection lost before COMMIT was sent: nothing written, retry is safe
-    kInDoubt,  // connection lost during COMMIT: it may or may not have happened
+    kNotSent,  // connection found lost before the batch was sent: retry is safe
+    kInDoubt,  // connection lost after it was sent: the commit may or may not have happened
     kData,     // PostgreSQL refused the data (SQLSTATE class 22)
     kOther,
   };
@@ -97,13 +99,14 @@ class Writer {
   bool try_commit(DbSession::Lease& lease, Batch& batch, const std::vector<size_t>& idx,
                   std::vector<StoreResult>& results, CommitFailure& failure);
   static void fail(Batch& batch, StoreOutcome outcome, StoreFailure why);
+  static size_t body_bytes(const Batch& batch, const std::vector<size_t>& idx);
 
   SettingsStore& settings_;
   DbSession& session_;
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::unique_ptr<Item>> queue_;
+  std::deque<std::shared_ptr<Item>> queue_;
   bool stopping_ = false;
 
   std::thread thread_;
