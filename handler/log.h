@@ -19,9 +19,11 @@ std::unique_ptr<spdlog::formatter> line_formatter();
 void setup_logging(const std::string& level);
 
 // In a worker, after fork (threads do not survive fork): request threads only
-// queue their line and one logging thread writes it, so a slow journal or a
-// full pipe never holds up an answer. When the queue is full the oldest
-// queued line is dropped, not the request; dropped lines are counted.
+// append their line to a buffer and one logging thread writes what gathered,
+// every 10 ms at most, in one write(), so a slow journal or a full pipe never
+// holds up an answer and a busy worker pays one write and one wake-up per
+// flush, not per line. When the buffer is full (2 MiB: the journal is not
+// reading) new lines are dropped, not the request; dropped lines are counted.
 void use_async_logging();
 size_t dropped_log_lines();
 

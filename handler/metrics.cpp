@@ -319,7 +319,7 @@ std::string render() {
       "# TYPE ipayout_worker_restarts_total counter\nipayout_worker_restarts_total";
   value(b->worker_restarts.load());
   out +=
-      "# HELP ipayout_log_lines_dropped_total Log lines dropped because the log queue was full "
+      "# HELP ipayout_log_lines_dropped_total Log lines dropped because the log buffer was full "
       "(the journal or stderr reader fell behind; requests were not held up).\n"
       "# TYPE ipayout_log_lines_dropped_total counter\nipayout_log_lines_dropped_total";
   value(b->log_lines_dropped.load());
