@@ -656,7 +656,8 @@ class Bench:
             return None
         want = ("ipayout_batch_size_sum", "ipayout_batch_size_count",
                 "ipayout_commit_duration_seconds_sum", "ipayout_commit_duration_seconds_count",
-                "ipayout_request_duration_seconds_sum", "ipayout_request_duration_seconds_count")
+                "ipayout_request_duration_seconds_sum", "ipayout_request_duration_seconds_count",
+                "ipayout_fastcgi_connections_total")
         out = {}
         for line in text.splitlines():
             parts = line.split()
@@ -676,6 +677,10 @@ class Bench:
         if d.get("ipayout_commit_duration_seconds_count"):
             res["commit_ms_mean"] = round(1000 * d["ipayout_commit_duration_seconds_sum"]
                                           / d["ipayout_commit_duration_seconds_count"], 2)
+        if "ipayout_fastcgi_connections_total" in d:
+            # New FastCGI connections nginx opened: above its keepalive cache
+            # every request may open and close one.
+            res["fastcgi_connections"] = int(d["ipayout_fastcgi_connections_total"])
         if d.get("ipayout_request_duration_seconds_count"):
             res["worker_ms_mean"] = round(1000 * d["ipayout_request_duration_seconds_sum"]
                                           / d["ipayout_request_duration_seconds_count"], 2)

@@ -97,7 +97,8 @@ CG_ONLY = {
                         + q(array_literal(FIXTURE)) + ", " + q(array_literal(HEADERS)) + ");\nCOMMIT;\n"),
 }
 # Scripts that only pgbench can run (parameters), with the protocol they use.
-PGBENCH_ONLY = {"ingest_params": "extended", "ingest_params_prepared": "prepared"}
+PGBENCH_ONLY = {"ingest_params": "extended", "ingest_params_prepared": "prepared",
+                "ingest_one_trip": "simple"}
 
 # name -> (what it adds, pgbench script). Every script is one transaction.
 SCRIPTS = {
@@ -115,8 +116,11 @@ SCRIPTS = {
                       "ON CONFLICT (endpoint_id, dedup_key) DO NOTHING RETURNING id;\nCOMMIT;\n"),
     "ingest": ("BEGIN; SELECT ... FROM ipayout.ingest(arrays of 1); COMMIT",
                "BEGIN;\n" + ingest_call("ipayout.ingest") + "COMMIT;\n"),
-    "ingest_worker": ("what the worker sends: BEGIN; SET LOCAL x2; ingest(); COMMIT (pgbench: 5 round trips, the worker 4)",
+    "ingest_worker": ("what the worker sent before: BEGIN; SET LOCAL x2; ingest(); COMMIT (pgbench: 5 round trips, the worker 4)",
                       "BEGIN;\n" + SETLOCAL + ingest_call("ipayout.ingest") + "COMMIT;\n"),
+    "ingest_one_trip": ("what the worker sends now: SET LOCAL x2; ingest() as one Query message "
+                        "(one implicit transaction, one round trip)",
+                        SETLOCAL.replace(";\n", " \\; ") + ingest_call("ipayout.ingest")),
     "ingest_params": ("the worker's transaction with the worker's parameters (text arrays), "
                       "unnamed statements (parsed and planned every time, as exec_params does)", PARAMS),
     "ingest_params_prepared": ("the same, every statement prepared once per connection (pgbench -M prepared)",
