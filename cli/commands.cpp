@@ -135,6 +135,15 @@ int run_purge(const Options& o) {
     // by itself), so readers never wait long behind the purge's own txid.
     constexpr long long kBatch = 10000;
     pqxx::nontransaction tx(conn);
+    // A time in the future (a typo in the year) or a negative age would purge
+    // every event: refused, by the database's clock.
+    const char* check = o.older_than_is_time ? "SELECT $1::timestamptz > now()"
+                                             : "SELECT $1::interval < interval '0'";
+    if (tx.exec_params1(check, o.older_than_sql)[0].as<bool>()) {
+      return usage("--older-than '" + *o.older_than + "' " +
+                   (o.older_than_is_time ? "is in the future" : "is negative") +
+                   ": that would purge every event; nothing purged");
+    }
     long long n = 0;
     for (;;) {
       // A timestamp: older than it is "received more than now() - T ago".

@@ -293,6 +293,18 @@ def test_consumers_replay_subscribe_unsubscribe_purge(stack, endpoint, consumer)
     owner = subprocess.run([str(CLI), "purge", "--older-than", "3650 days", "--database",
                             stack.database_url], capture_output=True, text=True, timeout=60)
     assert owner.returncode == 0 and owner.stdout.startswith("purged "), owner.stderr
+    # A time in the future (a typo in the year) or a negative age would purge
+    # every event: refused before anything is deleted.
+    with psycopg2.connect(stack.database_url) as db, db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM ipayout.events")
+        before = cur.fetchone()[0]
+        assert before > 0
+        for age in ("2999-01-01 00:00:00+00", "-5 days"):
+            r = subprocess.run([str(CLI), "purge", "--older-than", age, "--force", "--database",
+                                stack.database_url], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 2 and "nothing purged" in r.stderr, (age, r.stderr)
+        cur.execute("SELECT count(*) FROM ipayout.events")
+        assert cur.fetchone()[0] == before
 
     assert cli(stack, "unsubscribe", consumer).returncode == 0
     gone = cli(stack, "unsubscribe", consumer)
