@@ -6,6 +6,8 @@ set(body "")
 foreach(f IN LISTS files)
   get_filename_component(name "${f}" NAME)
   string(SUBSTRING "${name}" 0 3 version)
+  # "008" is not a C++ number (a leading 0 means octal): 8.
+  string(REGEX REPLACE "^0+([0-9])" "\\1" version "${version}")
   file(READ "${f}" sql)
   string(APPEND body "    {${version}, \"${name}\", R\"ipayout_sql(${sql})ipayout_sql\"},\n")
 endforeach()

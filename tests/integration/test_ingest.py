@@ -109,6 +109,22 @@ def test_unicode_survives_byte_for_byte(endpoint, db):
     assert note == "日本語 😀 😀 é"
 
 
+def test_a_large_body_is_stored_byte_for_byte_compressed_with_lz4(endpoint, db):
+    """sql/008: bodies over the TOAST threshold are compressed with lz4 (faster
+    than pglz), in raw_body and in payload, and read back exactly."""
+    body = unique_body(items=[{"n": i, "note": "x" * 40} for i in range(5000)])
+    assert len(body) > 100_000
+    r = endpoint.post(body)
+    assert r.status == 200, r
+    with db.cursor() as cur:
+        cur.execute("SELECT convert_to(raw_body, 'UTF8'), jsonb_array_length(payload->'items'), "
+                    "pg_column_compression(raw_body), pg_column_compression(payload) "
+                    "FROM ipayout.events WHERE id = %s", (r.json()["id"],))
+        raw, items, raw_method, payload_method = cur.fetchone()
+    assert bytes(raw) == body and items == 5000
+    assert (raw_method, payload_method) == ("lz4", "lz4")
+
+
 def test_jsonb_incompatible_body_is_kept_raw(endpoint, db):
     body = b'{"event":"CUSTOMER.UPDATED","eventId":"' + uuid.uuid4().hex.encode() + b'","name":"a\\u0000b"}'
     r = endpoint.post(body)
