@@ -347,14 +347,33 @@ def body_parse(a):
         c0 = schedstat_ns(pid)
         for _ in range(n):
             cur.execute(sql, (arg,))
-            cur.fetchall()
+            if cur.description:
+                cur.fetchall()
         return (schedstat_ns(pid) - c0) / n / 1e6
     text = ms("SELECT length(%s::text)", body)
     text_lit = ms("SELECT length(%s::text)", lit)
     arr = ms("SELECT cardinality(%s::text[])", lit)
     jsb = ms("SELECT %s::jsonb IS NOT NULL", body)
+    # Storing it: the same row (raw text and jsonb, as ipayout.events keeps a
+    # body) into a table compressed with pglz (PostgreSQL's default) and one
+    # with lz4 (sql/008), interleaved.
+    store = {}
+    for m in ("pglz", "lz4"):
+        cur.execute(f"DROP TABLE IF EXISTS pg_temp.store_{m}; CREATE TEMP TABLE store_{m} "
+                    f"(raw text COMPRESSION {m}, payload jsonb COMPRESSION {m})")
+    for _ in range(3):
+        for m in ("pglz", "lz4"):
+            store.setdefault(m, []).append(
+                ms(f"INSERT INTO store_{m} SELECT t, t::jsonb FROM (SELECT %s::text AS t) s", body, n=10))
+    sizes = {}
+    for m in ("pglz", "lz4"):
+        cur.execute(f"SELECT pg_total_relation_size('store_{m}') / count(*) FROM store_{m}")
+        sizes[m] = cur.fetchone()[0]
     print(f"body {len(body):,} bytes, as an array literal {len(lit):,} bytes; backend CPU ms per call:")
     print(f"| array literal -> text[] | {arr - text_lit:.1f} |\n| text -> jsonb | {jsb - text:.1f} |")
+    for m in ("pglz", "lz4"):
+        print(f"| store raw + jsonb, {m} (median of 3 x 10) | {statistics.median(store[m]):.1f} |"
+              f" {sizes[m] / 1024:.0f} KiB per row |")
     conn.close()
 
 
@@ -377,7 +396,8 @@ def main():
     ap.add_argument("--n1", type=int, default=20)
     ap.add_argument("--n2", type=int, default=120)
     ap.add_argument("--body-parse", action="store_true",
-                    help="only: the CPU of parsing a big body (array literal, jsonb)")
+                    help="only: the CPU of parsing a big body (array literal, jsonb) and of "
+                         "storing it compressed with pglz and with lz4")
     ap.add_argument("--body-bytes", type=int, default=1_000_000)
     a = ap.parse_args()
     if a.body_parse:
