@@ -2,7 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <pqxx/pqxx>
+#include <unordered_set>
+#include <vector>
 
 #include "metrics.h"
 
@@ -65,72 +68,228 @@ void EndpointLoader::run() {
   }
 }
 
+namespace {
+
+// A change may commit a while after it was stamped: stamped T1, committed
+// after a later change stamped T2 > T1 was loaded. The table's count and
+// max(updated_at) do not move then, so the version also digests every row
+// stamped in this window: such a change shows up once it commits, provided it
+// commits within the window (the endpoint commands' transactions take
+// milliseconds).
+#define IPAYOUT_LATE_COMMIT_MINUTES "10"
+
+const char* const kVersionSql =
+    "SELECT count(*), count(*)::text || '/' || coalesce(max(updated_at)::text, '') || '/' || "
+    "coalesce(md5(string_agg(id::text || '@' || updated_at::text, ',' ORDER BY id) "
+    "FILTER (WHERE updated_at > now() - interval '" IPAYOUT_LATE_COMMIT_MINUTES
+    " minutes')), '') "
+    "FROM ipayout.endpoints";
+
+// updated_at as unix microseconds (extract gives a numeric: exact).
+#define IPAYOUT_STAMP_US "(extract(epoch FROM updated_at) * 1000000)::bigint"
+
+// The rows that may have changed since the newest stamp loaded ($1, unix
+// microseconds): every row stamped after it, and every row of the late commit
+// window again (a minute more: this now() is later than the check's). Each is
+// compared with what the snapshot was made from; only those that differ load.
+const char* const kStampsSql =
+    "SELECT id, " IPAYOUT_STAMP_US
+    ", enabled FROM ipayout.endpoints "
+    "WHERE updated_at >= least(timestamptz 'epoch' + $1::bigint * interval '1 microsecond', "
+    "now() - interval '" IPAYOUT_LATE_COMMIT_MINUTES " minutes' - interval '1 minute')";
+
+// Grace ends as unix seconds; request threads compare them with the clock,
+// so an expired grace needs no reload to end. Disabled rows too: the loader
+// counts every row, so that the table's count tells it about deletions.
+const char* const kRowsSql =
+    "SELECT id, " IPAYOUT_STAMP_US
+    ", enabled, name, token_hash, ipayout_key, notification_url, "
+    "signature_policy, success_status, coalesce(success_body, ''), previous_key, "
+    "floor(extract(epoch FROM previous_key_until))::bigint, previous_token_hash, "
+    "previous_notification_url, floor(extract(epoch FROM previous_token_until))::bigint, "
+    "required_header_name, required_header_value "
+    "FROM ipayout.endpoints";
+
+#undef IPAYOUT_LATE_COMMIT_MINUTES
+#undef IPAYOUT_STAMP_US
+
+// More changed rows than this, and more than a quarter of the table (an
+// import): loading everything costs about the same and trusts nothing.
+constexpr size_t kMaxChanges = 1000;
+
+// One row of kRowsSql: its entries (none when disabled).
+EndpointEntries entries_of(const pqxx::row& row) {
+  EndpointEntries out;
+  out.id = row[0].as<int64_t>();
+  if (!row[2].as<bool>()) return out;
+  Endpoint ep;
+  ep.id = out.id;
+  ep.name = row[3].as<std::string>();
+  pqxx::binarystring hash(row[4]);
+  ep.key = row[5].as<std::string>();
+  ep.hmac = std::make_shared<const crypto::LazyHmacKey>(ep.key);
+  ep.notification_url = row[6].as<std::string>();
+  ep.policy = parse_policy(row[7].as<std::string>()).value_or(SignaturePolicy::kRequired);
+  ep.success_status = row[8].as<int>();
+  ep.success_body = row[9].as<std::string>();
+  if (!row[10].is_null() && !row[10].as<std::string>().empty()) {
+    ep.previous_key = row[10].as<std::string>();
+    ep.previous_hmac = std::make_shared<const crypto::LazyHmacKey>(ep.previous_key);
+    ep.previous_key_until = row[11].as<int64_t>();
+  }
+  if (!row[15].is_null()) {
+    ep.required_header_name = row[15].as<std::string>();
+    ep.required_header_param = fastcgi_param_name(ep.required_header_name);
+    ep.required_header_value = row[16].as<std::string>();
+  }
+  if (!row[12].is_null()) {
+    // The previous token: the same endpoint, signed over the old URL.
+    Endpoint old = ep;  // shares the prepared keys
+    old.notification_url = row[13].as<std::string>();
+    old.token_until = row[14].as<int64_t>();
+    out.entries.emplace_back(pqxx::binarystring(row[12]).str(),
+                             std::make_shared<const Endpoint>(std::move(old)));
+  }
+  out.entries.emplace_back(hash.str(), std::make_shared<const Endpoint>(std::move(ep)));
+  return out;
+}
+
+std::string array_literal(const std::vector<int64_t>& ids) {
+  std::string out = "{";
+  for (int64_t id : ids) {
+    if (out.size() > 1) out += ',';
+    out += std::to_string(id);
+  }
+  return out + "}";
+}
+
+}  // namespace
+
 void EndpointLoader::load(pqxx::connection& conn, bool force) {
   try {
     pqxx::nontransaction tx(conn);
     // Cheap change check; updated_at is maintained by a trigger on every change.
-    // Count and newest stamp alone miss a change that commits after a later
-    // one was loaded (stamped T1, committed after T2 > T1: neither moves), so
-    // the version also digests every row stamped in the last 10 minutes; such
-    // a change shows up once it commits, provided it commits within that
-    // time (the endpoint commands' transactions take milliseconds).
-    pqxx::row v = tx.exec1(
-        "SELECT count(*)::text || '/' || coalesce(max(updated_at)::text, '') || '/' || "
-        "coalesce(md5(string_agg(id::text || '@' || updated_at::text, ',' ORDER BY id) "
-        "FILTER (WHERE updated_at > now() - interval '10 minutes')), '') "
-        "FROM ipayout.endpoints");
-    std::string version = v[0].as<std::string>();
+    pqxx::row v = tx.exec1(kVersionSql);
+    const int64_t count = v[0].as<int64_t>();
+    std::string version = v[1].as<std::string>();
     if (!force && version == version_ && endpoints_.snapshot()) return;
-    // Grace ends as unix seconds; request threads compare them with the clock,
-    // so an expired grace needs no reload to end.
-    pqxx::result r = tx.exec(
-        "SELECT id, name, token_hash, ipayout_key, notification_url, signature_policy, "
-        "success_status, coalesce(success_body, ''), previous_key, "
-        "floor(extract(epoch FROM previous_key_until))::bigint, previous_token_hash, "
-        "previous_notification_url, floor(extract(epoch FROM previous_token_until))::bigint, "
-        "required_header_name, required_header_value "
-        "FROM ipayout.endpoints WHERE enabled");
-    auto map = std::make_shared<EndpointMap>();
-    for (const auto& row : r) {
-      Endpoint ep;
-      ep.id = row[0].as<int64_t>();
-      ep.name = row[1].as<std::string>();
-      pqxx::binarystring hash(row[2]);
-      ep.key = row[3].as<std::string>();
-      ep.hmac = std::make_shared<const crypto::HmacKey>(ep.key);
-      ep.notification_url = row[4].as<std::string>();
-      ep.policy = parse_policy(row[5].as<std::string>()).value_or(SignaturePolicy::kRequired);
-      ep.success_status = row[6].as<int>();
-      ep.success_body = row[7].as<std::string>();
-      if (!row[8].is_null() && !row[8].as<std::string>().empty()) {
-        ep.previous_key = row[8].as<std::string>();
-        ep.previous_hmac = std::make_shared<const crypto::HmacKey>(ep.previous_key);
-        ep.previous_key_until = row[9].as<int64_t>();
-      }
-      if (!row[13].is_null()) {
-        ep.required_header_name = row[13].as<std::string>();
-        ep.required_header_param = fastcgi_param_name(ep.required_header_name);
-        ep.required_header_value = row[14].as<std::string>();
-      }
-      if (!row[10].is_null()) {
-        // The previous token: the same endpoint, signed over the old URL.
-        Endpoint old = ep;
-        old.notification_url = row[11].as<std::string>();
-        old.token_until = row[12].as<int64_t>();
-        map->emplace(pqxx::binarystring(row[10]).str(), std::move(old));
-      }
-      map->emplace(hash.str(), std::move(ep));
-    }
-    endpoints_.replace(std::move(map));
+    // The version is read before the rows: a change committed in between is
+    // loaded now and changes the version again, so it costs one more load,
+    // never a missed change.
+    if (force || !have_rows_ || !endpoints_.snapshot() || !load_changes(tx, count)) load_all(tx);
     version_ = version;
-    metrics::set_endpoints_loaded(r.size());
-    spdlog::info("msg=\"endpoints loaded\" enabled={}", r.size());
   } catch (const pqxx::broken_connection&) {
+    have_rows_ = false;
     throw;
   } catch (const std::exception& e) {
-    // Keep serving with the endpoints we have; the next refresh tries again.
+    // Keep serving with the endpoints we have; the next refresh tries again,
+    // with everything if it was a load of the changes that failed.
+    have_rows_ = false;
     spdlog::error("msg=\"loading endpoints failed\" error=\"{}\"", e.what());
   }
+}
+
+void EndpointLoader::record(int64_t id, Seen seen) {
+  auto [it, added] = seen_.try_emplace(id, seen);
+  if (!added) {
+    if (it->second.enabled) --enabled_;
+    it->second = seen;
+  }
+  if (seen.enabled) ++enabled_;
+}
+
+void EndpointLoader::load_all(pqxx::transaction_base& tx) {
+  pqxx::result r = tx.exec(kRowsSql);
+  auto map = std::make_shared<EndpointMap>();
+  map->reserve(r.size());
+  have_rows_ = false;
+  seen_.clear();
+  seen_.reserve(r.size());
+  enabled_ = 0;
+  newest_us_ = 0;
+  for (const auto& row : r) {
+    EndpointEntries e = entries_of(row);
+    for (auto& [hash, entry] : e.entries) put_endpoint(*map, std::move(hash), std::move(entry));
+    const int64_t stamp = row[1].as<int64_t>();
+    record(e.id, {stamp, row[2].as<bool>()});
+    newest_us_ = std::max(newest_us_, stamp);
+  }
+  endpoints_.replace(std::move(map));
+  have_rows_ = true;
+  metrics::set_endpoints_loaded(enabled_);
+  metrics::count_endpoint_load(metrics::EndpointLoad::kFull);
+  spdlog::info("msg=\"endpoints loaded\" load=full enabled={}", enabled_);
+}
+
+bool EndpointLoader::load_changes(pqxx::transaction_base& tx, int64_t count) {
+  // Which rows changed: those whose stamp or enabled flag is not what the
+  // snapshot was made from.
+  std::vector<int64_t> ids;
+  int64_t newest = newest_us_;
+  for (const auto& row : tx.exec_params(kStampsSql, newest_us_)) {
+    const int64_t id = row[0].as<int64_t>(), stamp = row[1].as<int64_t>();
+    newest = std::max(newest, stamp);
+    auto it = seen_.find(id);
+    if (it == seen_.end() || it->second.updated_at_us != stamp ||
+        it->second.enabled != row[2].as<bool>()) {
+      ids.push_back(id);
+    }
+  }
+  if (ids.size() > kMaxChanges && ids.size() * 4 > seen_.size()) return false;
+
+  // From here seen_ describes the snapshot about to be made; until it is in
+  // place, a failure means the next load loads everything.
+  have_rows_ = false;
+  std::vector<EndpointEntries> changes;
+  std::unordered_set<int64_t> changed;
+  if (!ids.empty()) {
+    for (const auto& row : tx.exec_params(std::string(kRowsSql) + " WHERE id = ANY($1::bigint[])",
+                                          array_literal(ids))) {
+      changes.push_back(entries_of(row));
+      const int64_t stamp = row[1].as<int64_t>();
+      record(changes.back().id, {stamp, row[2].as<bool>()});
+      newest = std::max(newest, stamp);
+      changed.insert(changes.back().id);
+    }
+  }
+  auto forget = [&](int64_t id) {
+    auto it = seen_.find(id);
+    if (it == seen_.end()) return;
+    if (it->second.enabled) --enabled_;
+    seen_.erase(it);
+    changes.push_back({id, {}});
+  };
+  for (int64_t id : ids) {
+    if (!changed.count(id)) forget(id);  // deleted since its stamp was read
+  }
+  // A deleted row leaves no stamp behind; the count says that one went.
+  if (seen_.size() != static_cast<size_t>(count)) {
+    std::unordered_set<int64_t> present;
+    for (const auto& row : tx.exec("SELECT id FROM ipayout.endpoints")) {
+      const int64_t id = row[0].as<int64_t>();
+      // A row whose stamp said nothing (inserted with an old updated_at, or
+      // committed after the window): nothing here can be trusted.
+      if (!seen_.count(id)) return false;
+      present.insert(id);
+    }
+    std::vector<int64_t> gone;
+    for (const auto& [id, seen] : seen_) {
+      if (!present.count(id)) gone.push_back(id);
+    }
+    for (int64_t id : gone) forget(id);
+  }
+  newest_us_ = newest;
+  if (!changes.empty()) {
+    endpoints_.replace(merge_endpoints(*endpoints_.snapshot(), changes));
+    spdlog::info("msg=\"endpoints loaded\" load=incremental changed={} enabled={}", changes.size(),
+                 enabled_);
+  } else {
+    spdlog::debug("msg=\"endpoints unchanged\" enabled={}", enabled_);
+  }
+  have_rows_ = true;
+  metrics::set_endpoints_loaded(enabled_);
+  metrics::count_endpoint_load(metrics::EndpointLoad::kIncremental);
+  return true;
 }
 
 }  // namespace ipayout

@@ -1,6 +1,7 @@
 #include "endpoints.h"
 
 #include <cctype>
+#include <unordered_set>
 
 #include "crypto.h"
 
@@ -28,6 +29,30 @@ std::string fastcgi_param_name(std::string_view header_name) {
     out.push_back(c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
   }
   return out;
+}
+
+void put_endpoint(EndpointMap& map, std::string token_hash, std::shared_ptr<const Endpoint> entry) {
+  auto [it, added] = map.try_emplace(std::move(token_hash), entry);
+  if (!added && it->second->token_until != 0 && entry->token_until == 0) it->second = entry;
+}
+
+std::shared_ptr<EndpointMap> merge_endpoints(const EndpointMap& old,
+                                             const std::vector<EndpointEntries>& changed) {
+  std::unordered_set<int64_t> ids;
+  size_t added = 0;
+  for (const auto& c : changed) {
+    ids.insert(c.id);
+    added += c.entries.size();
+  }
+  auto map = std::make_shared<EndpointMap>();
+  map->reserve(old.size() + added);
+  for (const auto& [hash, entry] : old) {
+    if (!ids.count(entry->id)) map->emplace(hash, entry);
+  }
+  for (const auto& c : changed) {
+    for (const auto& [hash, entry] : c.entries) put_endpoint(*map, hash, entry);
+  }
+  return map;
 }
 
 }  // namespace ipayout

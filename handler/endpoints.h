@@ -1,6 +1,8 @@
 // Endpoints: which secret URL belongs to which merchant configuration. Workers
 // keep an immutable snapshot keyed by SHA-256 of the token (the database never
-// holds a token) and swap it whole when the table changes.
+// holds a token) and swap it whole when the table changes. A new snapshot
+// shares the entries of the endpoints that did not change with the old one
+// (merge_endpoints): one changed endpoint builds one entry, not all of them.
 #pragma once
 
 #include <atomic>
@@ -10,6 +12,8 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "crypto.h"
 #include "signature.h"
@@ -24,15 +28,16 @@ constexpr size_t kGeneratedTokenBytes = 32;  // 256 bits from the CSPRNG
 struct Endpoint {
   int64_t id = 0;
   std::string name;
-  std::string key;                              // i-payout key: a secret, never logged
-  std::shared_ptr<const crypto::HmacKey> hmac;  // `key`, prepared when endpoints load
-  std::string notification_url;                 // exactly as registered with i-payout; it is signed
+  std::string key;  // i-payout key: a secret, never logged
+  // `key` for HMAC, prepared at the first delivery that needs it; nullptr: per call.
+  std::shared_ptr<const crypto::LazyHmacKey> hmac;
+  std::string notification_url;  // exactly as registered with i-payout; it is signed
   SignaturePolicy policy = SignaturePolicy::kRequired;
   int success_status = 200;
   std::string success_body;  // "" = default JSON; else a template with {status} and {id}
   // Key rotation: the previous key verifies while now < previous_key_until.
   std::string previous_key;  // "" = none; a secret like `key`
-  std::shared_ptr<const crypto::HmacKey> previous_hmac;
+  std::shared_ptr<const crypto::LazyHmacKey> previous_hmac;
   int64_t previous_key_until = 0;  // unix seconds
   // Token rotation: the map entry of a previous token is a copy of the
   // endpoint with the previous notification URL (what i-payout signs for the
@@ -54,7 +59,28 @@ std::optional<std::string_view> token_from_path(std::string_view path);
 // sha256(token) as raw bytes: the lookup key here and `token_hash` in the table.
 std::string token_hash(std::string_view token);
 
-using EndpointMap = std::unordered_map<std::string, Endpoint>;  // by token_hash
+// By token_hash. Entries are immutable and shared between snapshots: a
+// lookup is one hash and one pointer, as cheap as with the entries inline.
+using EndpointMap = std::unordered_map<std::string, std::shared_ptr<const Endpoint>>;
+
+// One endpoint's entries: its current token and, during a token rotation's
+// grace, its previous one (a copy with the previous URL and token_until).
+// None: the endpoint is disabled or gone.
+struct EndpointEntries {
+  int64_t id = 0;
+  std::vector<std::pair<std::string, std::shared_ptr<const Endpoint>>> entries;
+};
+
+// Adds one entry. Token hashes are unique per column, but nothing stops one
+// endpoint's previous token from being another's current one: the current
+// token wins, whichever was added first.
+void put_endpoint(EndpointMap& map, std::string token_hash, std::shared_ptr<const Endpoint> entry);
+
+// `old` with the endpoints in `changed` replaced: every entry of their ids
+// (both tokens) dropped, then their new entries added. The entries of every
+// other endpoint are shared with `old`, not copied.
+std::shared_ptr<EndpointMap> merge_endpoints(const EndpointMap& old,
+                                             const std::vector<EndpointEntries>& changed);
 
 class EndpointCache {
  public:
