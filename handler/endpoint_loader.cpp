@@ -73,45 +73,51 @@ namespace {
 // A change may commit a while after it was stamped: stamped T1, committed
 // after a later change stamped T2 > T1 was loaded. The table's count and
 // max(updated_at) do not move then, so the version also digests every row
-// stamped in this window: such a change shows up once it commits, provided it
-// commits within the window (the endpoint commands' transactions take
-// milliseconds).
-#define IPAYOUT_LATE_COMMIT_MINUTES "10"
-
+// stamped in the last 10 minutes: such a change shows up once it commits,
+// provided it commits within that time (the endpoint commands' transactions
+// take milliseconds).
 const char* const kVersionSql =
     "SELECT count(*), count(*)::text || '/' || coalesce(max(updated_at)::text, '') || '/' || "
     "coalesce(md5(string_agg(id::text || '@' || updated_at::text, ',' ORDER BY id) "
-    "FILTER (WHERE updated_at > now() - interval '" IPAYOUT_LATE_COMMIT_MINUTES
-    " minutes')), '') "
+    "FILTER (WHERE updated_at > now() - interval '10 minutes')), '') "
     "FROM ipayout.endpoints";
 
-// updated_at as unix microseconds (extract gives a numeric: exact).
-#define IPAYOUT_STAMP_US "(extract(epoch FROM updated_at) * 1000000)::bigint"
+// Where such a change can be, from the newest stamp loaded: at most the
+// version's 10 minutes before it (the check's now() is later than that
+// stamp), plus a minute.
+constexpr int64_t kLookBackUs = int64_t{11} * 60 * 1000000;
 
-// The rows that may have changed since the newest stamp loaded ($1, unix
-// microseconds): every row stamped after it, and every row of the late commit
-// window again (a minute more: this now() is later than the check's). Each is
-// compared with what the snapshot was made from; only those that differ load.
+// Stamps are unix microseconds here: (extract(epoch ...) * 1000000)::bigint
+// is exact (extract gives a numeric), and so is 'epoch' + n microseconds.
+
+// Did a row stamped in [$1, $2) change since it was loaded, or appear? The
+// count and sum of the stamps there, compared with those of the rows the
+// snapshot was made from: one row from the index instead of every stamp of
+// the window (after an import, every row of the table).
+const char* const kLookBackSql =
+    "SELECT count(*), coalesce(sum((extract(epoch FROM updated_at) * 1000000)::bigint - $1), 0) "
+    "FROM ipayout.endpoints "
+    "WHERE updated_at >= timestamptz 'epoch' + $1::bigint * interval '1 microsecond' "
+    "AND updated_at < timestamptz 'epoch' + $2::bigint * interval '1 microsecond'";
+
+// The stamps of the rows stamped from $1 on: each is compared with what the
+// snapshot was made from, and only those that differ load.
 const char* const kStampsSql =
-    "SELECT id, " IPAYOUT_STAMP_US
-    ", enabled FROM ipayout.endpoints "
-    "WHERE updated_at >= least(timestamptz 'epoch' + $1::bigint * interval '1 microsecond', "
-    "now() - interval '" IPAYOUT_LATE_COMMIT_MINUTES " minutes' - interval '1 minute')";
+    "SELECT id, (extract(epoch FROM updated_at) * 1000000)::bigint, enabled "
+    "FROM ipayout.endpoints "
+    "WHERE updated_at >= timestamptz 'epoch' + $1::bigint * interval '1 microsecond'";
 
 // Grace ends as unix seconds; request threads compare them with the clock,
 // so an expired grace needs no reload to end. Disabled rows too: the loader
 // counts every row, so that the table's count tells it about deletions.
 const char* const kRowsSql =
-    "SELECT id, " IPAYOUT_STAMP_US
-    ", enabled, name, token_hash, ipayout_key, notification_url, "
-    "signature_policy, success_status, coalesce(success_body, ''), previous_key, "
+    "SELECT id, (extract(epoch FROM updated_at) * 1000000)::bigint, enabled, name, token_hash, "
+    "ipayout_key, notification_url, signature_policy, success_status, "
+    "coalesce(success_body, ''), previous_key, "
     "floor(extract(epoch FROM previous_key_until))::bigint, previous_token_hash, "
     "previous_notification_url, floor(extract(epoch FROM previous_token_until))::bigint, "
     "required_header_name, required_header_value "
     "FROM ipayout.endpoints";
-
-#undef IPAYOUT_LATE_COMMIT_MINUTES
-#undef IPAYOUT_STAMP_US
 
 // More changed rows than this, and more than a quarter of the table (an
 // import): loading everything costs about the same and trusts nothing.
@@ -224,9 +230,21 @@ void EndpointLoader::load_all(pqxx::transaction_base& tx) {
 bool EndpointLoader::load_changes(pqxx::transaction_base& tx, int64_t count) {
   // Which rows changed: those whose stamp or enabled flag is not what the
   // snapshot was made from.
+  // Rows stamped from the newest one loaded on, and, if the look back says
+  // a change committed late, the whole look back window.
+  const int64_t back = newest_us_ - kLookBackUs;
+  int64_t count_back = 0, sum_back = 0;
+  for (const auto& [id, seen] : seen_) {
+    if (seen.updated_at_us >= back && seen.updated_at_us < newest_us_) {
+      ++count_back;
+      sum_back += seen.updated_at_us - back;
+    }
+  }
+  pqxx::row late = tx.exec_params1(kLookBackSql, back, newest_us_);
+  const bool late_commit = late[0].as<int64_t>() != count_back || late[1].as<int64_t>() != sum_back;
   std::vector<int64_t> ids;
   int64_t newest = newest_us_;
-  for (const auto& row : tx.exec_params(kStampsSql, newest_us_)) {
+  for (const auto& row : tx.exec_params(kStampsSql, late_commit ? back : newest_us_)) {
     const int64_t id = row[0].as<int64_t>(), stamp = row[1].as<int64_t>();
     newest = std::max(newest, stamp);
     auto it = seen_.find(id);
