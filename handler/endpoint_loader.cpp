@@ -1,5 +1,6 @@
 #include "endpoint_loader.h"
 
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -195,8 +196,15 @@ void EndpointLoader::load(pqxx::connection& conn, bool force) {
   }
 }
 
-void EndpointLoader::record(int64_t id, Seen seen) {
-  auto [it, added] = seen_.try_emplace(id, seen);
+void EndpointLoader::record(const EndpointEntries& row, int64_t updated_at_us, bool enabled) {
+  Seen seen{updated_at_us, enabled};
+  for (const auto& [hash, entry] : row.entries) {
+    const auto shard = static_cast<uint8_t>(EndpointMap::shard_of(hash));
+    if (seen.shards < 2 && (seen.shards == 0 || seen.shard[0] != shard)) {
+      seen.shard[seen.shards++] = shard;
+    }
+  }
+  auto [it, added] = seen_.try_emplace(row.id, seen);
   if (!added) {
     if (it->second.enabled) --enabled_;
     it->second = seen;
@@ -204,10 +212,15 @@ void EndpointLoader::record(int64_t id, Seen seen) {
   if (seen.enabled) ++enabled_;
 }
 
+std::vector<size_t> EndpointLoader::shards_of(int64_t id) const {
+  auto it = seen_.find(id);
+  if (it == seen_.end()) return {};
+  return std::vector<size_t>(it->second.shard, it->second.shard + it->second.shards);
+}
+
 void EndpointLoader::load_all(pqxx::transaction_base& tx) {
   pqxx::result r = tx.exec(kRowsSql);
   auto map = std::make_shared<EndpointMap>();
-  map->reserve(r.size());
   have_rows_ = false;
   seen_.clear();
   seen_.reserve(r.size());
@@ -215,12 +228,17 @@ void EndpointLoader::load_all(pqxx::transaction_base& tx) {
   newest_us_ = 0;
   for (const auto& row : r) {
     EndpointEntries e = entries_of(row);
-    for (auto& [hash, entry] : e.entries) put_endpoint(*map, std::move(hash), std::move(entry));
     const int64_t stamp = row[1].as<int64_t>();
-    record(e.id, {stamp, row[2].as<bool>()});
+    record(e, stamp, row[2].as<bool>());
+    for (auto& [hash, entry] : e.entries) map->put(std::move(hash), std::move(entry));
     newest_us_ = std::max(newest_us_, stamp);
   }
   endpoints_.replace(std::move(map));
+  r.clear();
+  // The rows read and (unless a request still holds it) the old snapshot are
+  // free now: hand the pages back (with 100,000 endpoints, tens of MB that
+  // the heap would otherwise keep until the next full load).
+  malloc_trim(0);
   have_rows_ = true;
   metrics::set_endpoints_loaded(enabled_);
   metrics::count_endpoint_load(metrics::EndpointLoad::kFull);
@@ -230,21 +248,27 @@ void EndpointLoader::load_all(pqxx::transaction_base& tx) {
 bool EndpointLoader::load_changes(pqxx::transaction_base& tx, int64_t count) {
   // Which rows changed: those whose stamp or enabled flag is not what the
   // snapshot was made from.
-  // Rows stamped from the newest one loaded on, and, if the look back says
-  // a change committed late, the whole look back window.
+  // Rows stamped from the newest one loaded on. Then the look back: the
+  // rows stamped in the window before it, except those just read (their old
+  // stamps were in it, their new ones are not), must be the ones loaded, with
+  // their stamps. If not, a change there committed late: read the window too.
+  pqxx::result stamps = tx.exec_params(kStampsSql, newest_us_);
+  std::unordered_set<int64_t> moved;
+  for (const auto& row : stamps) moved.insert(row[0].as<int64_t>());
   const int64_t back = newest_us_ - kLookBackUs;
   int64_t count_back = 0, sum_back = 0;
   for (const auto& [id, seen] : seen_) {
-    if (seen.updated_at_us >= back && seen.updated_at_us < newest_us_) {
+    if (seen.updated_at_us >= back && seen.updated_at_us < newest_us_ && !moved.count(id)) {
       ++count_back;
       sum_back += seen.updated_at_us - back;
     }
   }
   pqxx::row late = tx.exec_params1(kLookBackSql, back, newest_us_);
   const bool late_commit = late[0].as<int64_t>() != count_back || late[1].as<int64_t>() != sum_back;
+  if (late_commit) stamps = tx.exec_params(kStampsSql, back);
   std::vector<int64_t> ids;
   int64_t newest = newest_us_;
-  for (const auto& row : tx.exec_params(kStampsSql, late_commit ? back : newest_us_)) {
+  for (const auto& row : stamps) {
     const int64_t id = row[0].as<int64_t>(), stamp = row[1].as<int64_t>();
     newest = std::max(newest, stamp);
     auto it = seen_.find(id);
@@ -264,8 +288,10 @@ bool EndpointLoader::load_changes(pqxx::transaction_base& tx, int64_t count) {
     for (const auto& row : tx.exec_params(std::string(kRowsSql) + " WHERE id = ANY($1::bigint[])",
                                           array_literal(ids))) {
       changes.push_back(entries_of(row));
+      EndpointEntries& c = changes.back();
+      c.old_shards = shards_of(c.id);
       const int64_t stamp = row[1].as<int64_t>();
-      record(changes.back().id, {stamp, row[2].as<bool>()});
+      record(c, stamp, row[2].as<bool>());
       newest = std::max(newest, stamp);
       changed.insert(changes.back().id);
     }
@@ -273,9 +299,10 @@ bool EndpointLoader::load_changes(pqxx::transaction_base& tx, int64_t count) {
   auto forget = [&](int64_t id) {
     auto it = seen_.find(id);
     if (it == seen_.end()) return;
+    EndpointEntries gone{id, {}, shards_of(id)};
     if (it->second.enabled) --enabled_;
     seen_.erase(it);
-    changes.push_back({id, {}});
+    changes.push_back(std::move(gone));
   };
   for (int64_t id : ids) {
     if (!changed.count(id)) forget(id);  // deleted since its stamp was read
@@ -299,10 +326,14 @@ bool EndpointLoader::load_changes(pqxx::transaction_base& tx, int64_t count) {
   newest_us_ = newest;
   if (!changes.empty()) {
     endpoints_.replace(merge_endpoints(*endpoints_.snapshot(), changes));
-    spdlog::info("msg=\"endpoints loaded\" load=incremental changed={} enabled={}", changes.size(),
-                 enabled_);
+    // stamps: rows whose stamp was compared; look_back: a late commit made
+    // it read the window before the newest stamp too.
+    spdlog::info(
+        "msg=\"endpoints loaded\" load=incremental changed={} stamps={} look_back={} enabled={}",
+        changes.size(), stamps.size(), late_commit, enabled_);
   } else {
-    spdlog::debug("msg=\"endpoints unchanged\" enabled={}", enabled_);
+    spdlog::debug("msg=\"endpoints unchanged\" stamps={} look_back={} enabled={}", stamps.size(),
+                  late_commit, enabled_);
   }
   have_rows_ = true;
   metrics::set_endpoints_loaded(enabled_);

@@ -12,6 +12,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include <pqxx/transaction_base>
 
@@ -44,13 +45,18 @@ class EndpointLoader {
   struct Seen {
     int64_t updated_at_us;
     bool enabled;
+    uint8_t shards = 0;  // how many of shard[] its entries are in (EndpointMap::shard_of)
+    uint8_t shard[2] = {0, 0};
   };
 
   void run();
   void load_all(pqxx::transaction_base& tx);
   // false: it cannot be sure of the change; the caller loads everything.
   bool load_changes(pqxx::transaction_base& tx, int64_t count);
-  void record(int64_t id, Seen seen);
+  // Remembers a row as loaded, with the shards of its entries.
+  void record(const EndpointEntries& row, int64_t updated_at_us, bool enabled);
+  // The shards that hold the entries of `id` in the snapshot.
+  std::vector<size_t> shards_of(int64_t id) const;
 
   SettingsStore& settings_;
   DbSession& session_;

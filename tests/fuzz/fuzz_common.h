@@ -114,7 +114,7 @@ inline const EndpointCache& endpoint_cache(SignaturePolicy policy) {
     ep.key = std::string(kKey);
     ep.notification_url = std::string(kUrl);
     ep.policy = p;
-    (*map)[token_hash(kToken)] = std::make_shared<const Endpoint>(ep);
+    map->put(token_hash(kToken), std::make_shared<const Endpoint>(ep));
     auto cache = std::make_unique<EndpointCache>();
     cache->replace(map);
     return cache;

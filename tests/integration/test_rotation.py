@@ -294,9 +294,11 @@ def test_a_change_committed_after_a_later_one_is_still_loaded(stack, db):
     commits after another stamped T2 > T1 was already loaded leaves the
     table's count and max(updated_at) as they were. The workers must still
     load it (a key that verifies nowhere would turn i-payout's deliveries into
-    401s until some other change)."""
+    401s until some other change), and without reloading everything: the
+    look back of a load of the changes finds it."""
     import psycopg2
     slow, quick = create_endpoint(stack, name("slow")), create_endpoint(stack, name("quick"))
+    full = endpoint_loads(stack).get("full", 0)
     holder = psycopg2.connect(stack.database_url)
     try:
         with holder.cursor() as cur:  # T1: stamped now, committed later
@@ -313,6 +315,8 @@ def test_a_change_committed_after_a_later_one_is_still_loaded(stack, db):
         holder.close()
     slow.key = "pk_new_slow"
     settle(lambda: slow.post(ev()).status == 200, timeout=15)
+    assert endpoint_loads(stack).get("full", 0) == full
+    assert "look_back=true" in stack.log()
 
 
 # ------------------------------------------------------------- incremental refresh
