@@ -247,11 +247,11 @@ void EndpointLoader::load_all(pqxx::transaction_base& tx) {
 
 bool EndpointLoader::load_changes(pqxx::transaction_base& tx, int64_t count) {
   // Which rows changed: those whose stamp or enabled flag is not what the
-  // snapshot was made from.
-  // Rows stamped from the newest one loaded on. Then the look back: the
-  // rows stamped in the window before it, except those just read (their old
-  // stamps were in it, their new ones are not), must be the ones loaded, with
-  // their stamps. If not, a change there committed late: read the window too.
+  // snapshot was made from, among the rows stamped from the newest one loaded
+  // on. Then the look back: the rows stamped in the window before it, except
+  // those just read (their old stamps were in it, their new ones are not),
+  // must be the ones loaded, with their stamps. If not, a change there
+  // committed late: compare the stamps of the window too.
   pqxx::result stamps = tx.exec_params(kStampsSql, newest_us_);
   std::unordered_set<int64_t> moved;
   for (const auto& row : stamps) moved.insert(row[0].as<int64_t>());
@@ -283,7 +283,7 @@ bool EndpointLoader::load_changes(pqxx::transaction_base& tx, int64_t count) {
   // place, a failure means the next load loads everything.
   have_rows_ = false;
   std::vector<EndpointEntries> changes;
-  std::unordered_set<int64_t> changed;
+  std::unordered_map<int64_t, size_t> changed;  // id -> its place in changes
   if (!ids.empty()) {
     for (const auto& row : tx.exec_params(std::string(kRowsSql) + " WHERE id = ANY($1::bigint[])",
                                           array_literal(ids))) {
@@ -293,16 +293,19 @@ bool EndpointLoader::load_changes(pqxx::transaction_base& tx, int64_t count) {
       const int64_t stamp = row[1].as<int64_t>();
       record(c, stamp, row[2].as<bool>());
       newest = std::max(newest, stamp);
-      changed.insert(changes.back().id);
+      changed.emplace(c.id, changes.size() - 1);
     }
   }
   auto forget = [&](int64_t id) {
     auto it = seen_.find(id);
     if (it == seen_.end()) return;
-    EndpointEntries gone{id, {}, shards_of(id)};
     if (it->second.enabled) --enabled_;
+    if (auto c = changed.find(id); c != changed.end()) {
+      changes[c->second].entries.clear();  // read a moment ago, deleted since
+    } else {
+      changes.push_back({id, {}, shards_of(id)});
+    }
     seen_.erase(it);
-    changes.push_back(std::move(gone));
   };
   for (int64_t id : ids) {
     if (!changed.count(id)) forget(id);  // deleted since its stamp was read
