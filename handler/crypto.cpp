@@ -84,6 +84,20 @@ Digest HmacKey::mac(const Digest& message) const {
   return out;
 }
 
+LazyHmacKey::~LazyHmacKey() {
+  delete prepared_.load(std::memory_order_acquire);
+}
+
+const HmacKey& LazyHmacKey::prepare() const {
+  auto made = std::make_unique<const HmacKey>(key_);
+  const HmacKey* expected = nullptr;
+  if (prepared_.compare_exchange_strong(expected, made.get(), std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+    return *made.release();
+  }
+  return *expected;  // another thread was first; `made` is freed
+}
+
 Digest hmac_sha256(std::string_view key, const Digest& message) {
   return HmacKey(key).mac(message);
 }

@@ -74,6 +74,7 @@ struct Block {
   std::atomic<uint64_t> worker_restarts;
   std::atomic<uint64_t> log_lines_dropped;
   std::atomic<uint64_t> fastcgi_connections;
+  std::atomic<uint64_t> endpoint_loads[2];  // by EndpointLoad
   std::atomic<int64_t> queue_depth[kMaxWorkers];
   std::atomic<int64_t> db_connected[kMaxWorkers];  // -1 = slot unused
   std::atomic<int64_t> endpoints_loaded[kMaxWorkers];
@@ -232,6 +233,10 @@ void set_endpoints_loaded(size_t n) {
   block()->endpoints_loaded[g_slot].store(static_cast<int64_t>(n), std::memory_order_relaxed);
 }
 
+void count_endpoint_load(EndpointLoad kind) {
+  block()->endpoint_loads[static_cast<int>(kind)].fetch_add(1, std::memory_order_relaxed);
+}
+
 std::string render() {
   Block* b = block();
   std::string out;
@@ -328,6 +333,15 @@ std::string render() {
       "upstream keepalive, far fewer than requests).\n"
       "# TYPE ipayout_fastcgi_connections_total counter\nipayout_fastcgi_connections_total";
   value(b->fastcgi_connections.load());
+  out +=
+      "# HELP ipayout_endpoint_loads_total Endpoint reloads: kind=\"full\" read every row (first "
+      "load, SIGHUP, a new connection, or a change the worker could not be sure of), "
+      "kind=\"incremental\" only the rows that changed.\n"
+      "# TYPE ipayout_endpoint_loads_total counter\n"
+      "ipayout_endpoint_loads_total{kind=\"full\"}";
+  value(b->endpoint_loads[static_cast<int>(EndpointLoad::kFull)].load());
+  out += "ipayout_endpoint_loads_total{kind=\"incremental\"}";
+  value(b->endpoint_loads[static_cast<int>(EndpointLoad::kIncremental)].load());
   out +=
       "# HELP ipayout_writer_queue_depth Events waiting for a commit, by worker.\n"
       "# TYPE ipayout_writer_queue_depth gauge\n";

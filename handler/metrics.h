@@ -36,6 +36,9 @@ void count_fastcgi_connection();
 void set_queue_depth(size_t depth);
 void set_db_connected(bool up);
 void set_endpoints_loaded(size_t n);
+// A reload of the endpoints: every row, or only the rows that changed.
+enum class EndpointLoad { kFull, kIncremental };
+void count_endpoint_load(EndpointLoad kind);
 
 std::string render();  // the whole exposition, text format 0.0.4
 

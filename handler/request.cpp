@@ -44,14 +44,14 @@ HeadCheck check_head(const RequestHead& head, const EndpointCache& endpoints,
     out.response = unavailable_response(settings.retry_after);
     return out;
   }
-  auto it = out.snapshot->find(token_hash(*token));
+  const Endpoint* endpoint = out.snapshot->find(token_hash(*token));
   // A previous token after its grace: the same 404 as a token never issued.
   // Checked per request, as the endpoints are reloaded only when they change.
-  if (it == out.snapshot->end() || (it->second.token_until != 0 && now >= it->second.token_until)) {
+  if (!endpoint || (endpoint->token_until != 0 && now >= endpoint->token_until)) {
     out.response = error_response(404, "not_found", "no such webhook endpoint");
     return out;
   }
-  out.endpoint = &it->second;
+  out.endpoint = endpoint;
   if (head.bad_content_length) {
     out.response = error_response(400, "bad_request", "Content-Length is not a number");
     return out;
@@ -83,7 +83,7 @@ std::optional<HttpResponse> check_body(const RequestHead& head, const Endpoint& 
   if (endpoint.policy != SignaturePolicy::kOff) {
     verdict = verify_signature(
         {endpoint.key, endpoint.notification_url, head.x_timestamp, head.x_signature, body, now,
-         settings.replay_window, endpoint.hmac.get()},
+         settings.replay_window, endpoint.hmac ? &endpoint.hmac->get() : nullptr},
         {endpoint.previous_key, endpoint.previous_hmac.get(), endpoint.previous_key_until});
   }
   record.signature = verdict;  // for the row, the log line and the metrics

@@ -181,7 +181,7 @@ SignatureVerdict verify_signature(const SignatureInput& in, const PreviousKey& p
   }
   SignatureInput old = in;
   old.key = previous.key;
-  old.prepared_key = previous.prepared;
+  old.prepared_key = previous.prepared ? &previous.prepared->get() : nullptr;
   switch (verify_signature(old)) {
     case SignatureVerdict::kValid:
       return SignatureVerdict::kValidPreviousKey;

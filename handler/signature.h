@@ -65,9 +65,10 @@ SignatureVerdict verify_signature(const SignatureInput& in);
 
 // The endpoint's previous key during a rotation's grace period.
 struct PreviousKey {
-  std::string_view key;                       // "" = none
-  const crypto::HmacKey* prepared = nullptr;  // `key` prepared; nullptr: prepared per call
-  int64_t until = 0;                          // unix seconds; it verifies while now < until
+  std::string_view key;  // "" = none
+  // `key` prepared, only when the current key did not match; nullptr: per call.
+  const crypto::LazyHmacKey* prepared = nullptr;
+  int64_t until = 0;  // unix seconds; it verifies while now < until
 };
 
 // `in` with its key, then, only when that key does not match, with the

@@ -44,15 +44,14 @@ constexpr std::string_view kUrl =
 constexpr std::string_view kTimestamp = "1764151530";
 constexpr int64_t kNow = 1764151530;
 
-#define FUZZ_REQUIRE(cond, ...)                                          \
-  do {                                                                   \
-    if (!(cond)) {                                                       \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n  ", __FILE__, \
-                   __LINE__, #cond);                                     \
-      std::fprintf(stderr, __VA_ARGS__);                                 \
-      std::fprintf(stderr, "\n");                                        \
-      std::abort();                                                      \
-    }                                                                    \
+#define FUZZ_REQUIRE(cond, ...)                                                           \
+  do {                                                                                    \
+    if (!(cond)) {                                                                        \
+      std::fprintf(stderr, "%s:%d: invariant failed: %s\n  ", __FILE__, __LINE__, #cond); \
+      std::fprintf(stderr, __VA_ARGS__);                                                  \
+      std::fprintf(stderr, "\n");                                                         \
+      std::abort();                                                                       \
+    }                                                                                     \
   } while (0)
 
 // Next '\n'-terminated line of `in` (without the '\n'); false at the end. A last
@@ -115,7 +114,7 @@ inline const EndpointCache& endpoint_cache(SignaturePolicy policy) {
     ep.key = std::string(kKey);
     ep.notification_url = std::string(kUrl);
     ep.policy = p;
-    (*map)[token_hash(kToken)] = ep;
+    map->put(token_hash(kToken), std::make_shared<const Endpoint>(ep));
     auto cache = std::make_unique<EndpointCache>();
     cache->replace(map);
     return cache;

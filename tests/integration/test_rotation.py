@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from conftest import count_events
-from webhook import create_endpoint, request, sign
+from webhook import Endpoint, create_endpoint, request, sign
 
 
 def ev(event_id=None):
@@ -294,9 +294,11 @@ def test_a_change_committed_after_a_later_one_is_still_loaded(stack, db):
     commits after another stamped T2 > T1 was already loaded leaves the
     table's count and max(updated_at) as they were. The workers must still
     load it (a key that verifies nowhere would turn i-payout's deliveries into
-    401s until some other change)."""
+    401s until some other change), and without reloading everything: the
+    look back of a load of the changes finds it."""
     import psycopg2
     slow, quick = create_endpoint(stack, name("slow")), create_endpoint(stack, name("quick"))
+    full = endpoint_loads(stack).get("full", 0)
     holder = psycopg2.connect(stack.database_url)
     try:
         with holder.cursor() as cur:  # T1: stamped now, committed later
@@ -313,3 +315,91 @@ def test_a_change_committed_after_a_later_one_is_still_loaded(stack, db):
         holder.close()
     slow.key = "pk_new_slow"
     settle(lambda: slow.post(ev()).status == 200, timeout=15)
+    assert endpoint_loads(stack).get("full", 0) == full
+    assert "look_back=true" in stack.log()
+
+
+# ------------------------------------------------------------- incremental refresh
+
+def endpoint_loads(stack):
+    """ipayout_endpoint_loads_total by kind, summed over the pool's workers."""
+    found = dict(re.findall(r'^ipayout_endpoint_loads_total\{kind="(\w+)"\} (\d+)$',
+                            metrics(stack), re.M))
+    return {k: int(v) for k, v in found.items()}
+
+
+def enabled_loaded(stack):
+    """ipayout_endpoints_loaded of each worker."""
+    return [int(v) for v in re.findall(r'^ipayout_endpoints_loaded\{worker="\d+"\} (\d+)$',
+                                       metrics(stack), re.M)]
+
+
+def test_each_kind_of_change_is_loaded_without_a_full_reload(stack, db):
+    """A changed key, a rotated token, a disable, a new endpoint and a deleted
+    one each reach every worker as a load of the changed rows only: the full
+    reload count stays where it was (the first load, SIGHUP and a new
+    connection are the only full loads when nothing goes wrong)."""
+    a, b = create_endpoint(stack, name("inc-a")), create_endpoint(stack, name("inc-b"))
+    before = endpoint_loads(stack)
+    assert before.get("full", 0) >= 1, before
+
+    with db.cursor() as cur:  # an UPDATE: the new key verifies, the old one not
+        cur.execute("UPDATE ipayout.endpoints SET ipayout_key = 'pk_inc_new' WHERE name = %s",
+                    (a.name,))
+    old_key, a.key = a.key, "pk_inc_new"
+    settle(lambda: a.post(ev()).status == 200)
+    body, ts = ev(), str(int(time.time()))
+    assert a.post(body, ts=ts, signature=sign(old_key, ts, a.url, body)).status == 401
+
+    # A rotated token: the new URL delivers, and the old one through its grace.
+    p = stack.cli("endpoint", "rotate-token", b.name, f"--notification-url={stack.base_url}",
+                  "--keep-previous", "1h")
+    assert p.returncode == 0, p.stderr
+    new_b = type(b)(stack, b.name, b.key, b.policy, p.stdout.strip())
+    settle(lambda: new_b.post(ev()).status == 200)
+    assert b.post(ev()).status == 200
+    # Rotated again at once: the first token is gone, the second is the previous one.
+    p = stack.cli("endpoint", "rotate-token", b.name, f"--notification-url={stack.base_url}",
+                  "--keep-previous", "1h")
+    assert p.returncode == 0, p.stderr
+    newest_b = type(b)(stack, b.name, b.key, b.policy, p.stdout.strip())
+    settle(lambda: newest_b.post(ev()).status == 200)
+    assert b.post(ev()).status == 404 and new_b.post(ev()).status == 200
+
+    # Disabled: 404, both of its tokens.
+    assert stack.cli("endpoint", "disable", b.name).returncode == 0
+    settle(lambda: newest_b.post(ev()).status == 404)
+    assert new_b.post(ev()).status == 404
+    assert stack.cli("endpoint", "enable", b.name).returncode == 0
+    settle(lambda: newest_b.post(ev()).status == 200)
+
+    # A new endpoint, then deleted (it has no events, so the row can go).
+    c = create_endpoint(stack, name("inc-c"))
+    with db.cursor() as cur:
+        cur.execute("DELETE FROM ipayout.endpoints WHERE name = %s", (c.name,))
+    settle(lambda: c.post(ev()).status == 404)
+
+    after = endpoint_loads(stack)
+    assert after.get("full", 0) == before.get("full", 0), (before, after)
+    assert after["incremental"] > before.get("incremental", 0), (before, after)
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM ipayout.endpoints WHERE enabled")
+        enabled = cur.fetchone()[0]
+    assert enabled_loaded(stack) == [enabled] * len(enabled_loaded(stack)), enabled
+    assert re.search(r'msg="endpoints loaded" load=incremental changed=\d+', stack.log())
+
+
+def test_a_row_the_stamps_cannot_account_for_is_loaded_by_a_full_reload(stack, db):
+    """A row inserted with an old updated_at (a restore, a hand-made row) is
+    not among the rows stamped since the last load; the count says the table
+    has a row the worker never saw, and the worker loads everything."""
+    before = endpoint_loads(stack)
+    token, ep_name = "h" * 43, name("restored")
+    url = f"{stack.base_url}/ipayout/webhooks/{token}"
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO ipayout.endpoints (name, token_hash, ipayout_key, "
+                    "notification_url, updated_at) VALUES (%s, sha256(%s::bytea), 'pk_restored', "
+                    "%s, now() - interval '1 day')", (ep_name, token.encode(), url))
+    restored = Endpoint(stack, ep_name, "pk_restored", "required", url)
+    settle(lambda: restored.post(ev()).status == 200)
+    assert endpoint_loads(stack)["full"] > before["full"]

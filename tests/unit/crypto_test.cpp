@@ -7,6 +7,8 @@
 
 #include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace ipayout::crypto {
 namespace {
@@ -170,6 +172,27 @@ TEST(EqualConstantTime, ComparesWholeContent) {
   // Bytes after an embedded NUL still count.
   EXPECT_FALSE(equal_constant_time(std::string("a\0b", 3), std::string("a\0c", 3)));
   EXPECT_TRUE(equal_constant_time(std::string("a\0b", 3), std::string("a\0b", 3)));
+}
+
+TEST(LazyHmacKey, PreparesOnFirstUseAndKeepsIt) {
+  const LazyHmacKey key("Jefe");
+  EXPECT_FALSE(key.prepared());  // loading an endpoint prepares nothing
+  const HmacKey& first = key.get();
+  EXPECT_TRUE(key.prepared());
+  EXPECT_EQ(&key.get(), &first);
+  EXPECT_EQ(first.mac(sha256("abc")), hmac_sha256("Jefe", sha256("abc")));
+}
+
+TEST(LazyHmacKey, ThreadsRacingOnTheFirstUseGetOneKey) {
+  const LazyHmacKey key("Jefe");
+  std::vector<const HmacKey*> got(8);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < got.size(); ++i) {
+    threads.emplace_back([&, i] { got[i] = &key.get(); });
+  }
+  for (auto& t : threads) t.join();
+  for (const HmacKey* k : got) EXPECT_EQ(k, got[0]);
+  EXPECT_EQ(got[0]->mac(sha256("x")), hmac_sha256("Jefe", sha256("x")));
 }
 
 }  // namespace

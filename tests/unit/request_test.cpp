@@ -166,7 +166,7 @@ class CheckHeadTest : public ::testing::Test {
     e.name = "shop";
     e.key = std::string(kKey);
     e.notification_url = std::string(kUrl);
-    (*map)[token_hash(kToken)] = e;
+    map->put(token_hash(kToken), std::make_shared<const Endpoint>(e));
     cache_.replace(map);
     path_ = path_for(kToken);
     head_.method = "POST";
@@ -188,7 +188,7 @@ TEST_F(CheckHeadTest, OkSetsEndpoint) {
   EXPECT_EQ(hc.endpoint->id, 7);
   EXPECT_EQ(hc.endpoint->name, "shop");
   ASSERT_NE(hc.snapshot, nullptr);
-  EXPECT_EQ(hc.endpoint, &hc.snapshot->at(token_hash(kToken)));
+  EXPECT_EQ(hc.endpoint, hc.snapshot->find(token_hash(kToken)));
 }
 
 TEST_F(CheckHeadTest, NoContentLengthIsOk) {
@@ -275,11 +275,11 @@ TEST_F(CheckHeadTest, ContentTypeIsNotAHeadCheck) {
 
 TEST_F(CheckHeadTest, PreviousTokenDeliversUntilItsGraceEnds) {
   auto map = std::make_shared<EndpointMap>(*cache_.snapshot());
-  Endpoint old = map->at(token_hash(kToken));
+  Endpoint old = *map->find(token_hash(kToken));
   old.notification_url = "https://hooks.example.com/ipayout/webhooks/old";
   old.token_until = kNow + 60;
   const std::string old_token(40, 'o');
-  (*map)[token_hash(old_token)] = old;
+  map->put(token_hash(old_token), std::make_shared<const Endpoint>(old));
   cache_.replace(map);
   std::string old_path = path_for(old_token);
   head_.path = old_path;
@@ -616,10 +616,10 @@ TEST_F(CheckBodyTest, UnsignedNonJsonTypeUnderRequiredIs401) {
 TEST_F(CheckBodyTest, PreviousKeyVerifiesDuringItsGrace) {
   // The key was rotated: i-payout still signs with the old one.
   endpoint_.previous_key = std::string(kKey);
-  endpoint_.previous_hmac = std::make_shared<const crypto::HmacKey>(kKey);
+  endpoint_.previous_hmac = std::make_shared<const crypto::LazyHmacKey>(std::string(kKey));
   endpoint_.previous_key_until = kNow + 100;
   endpoint_.key = "the-new-key";
-  endpoint_.hmac = std::make_shared<const crypto::HmacKey>(endpoint_.key);
+  endpoint_.hmac = std::make_shared<const crypto::LazyHmacKey>(endpoint_.key);
   EXPECT_FALSE(check().has_value());
   EXPECT_STREQ(to_string(record_.signature), "valid_previous_key");
 
@@ -643,7 +643,7 @@ TEST_F(CheckBodyTest, PreviousKeyVerdictsKeepTheirTimestampMeaning) {
   endpoint_.previous_key = std::string(kKey);
   endpoint_.previous_key_until = kNow + 100000;  // prepared per call: no previous_hmac
   endpoint_.key = "the-new-key";
-  endpoint_.hmac = std::make_shared<const crypto::HmacKey>(endpoint_.key);
+  endpoint_.hmac = std::make_shared<const crypto::LazyHmacKey>(endpoint_.key);
   sign(kBody, "Wed, 26 Nov 2025 10:05:30 GMT");
   EXPECT_FALSE(check().has_value());
   EXPECT_STREQ(to_string(record_.signature), "valid_unparsed_timestamp_previous_key");
