@@ -1203,7 +1203,8 @@ SELECT count(*) FROM
         off64 = self.median("off", "events_per_s", conns=64)
         p99_64 = self.median("on", "p99_ms", conns=64)
         p99_1 = self.median("on", "p99_ms", conns=1)
-        rss_all = [r["rss"]["max_mb"] for r in self.runs if r.get("rss")]
+        # The product's workers only: the peer's row holds its Node process.
+        rss_all = [r["rss"]["max_mb"] for r in self.runs if r.get("rss") and r["kind"] != "peer"]
         prod = [r for r in self.runs if r["kind"] not in ("ceiling", "pgbench", "peer")]
         peer64 = self.median("peer", "events_per_s", conns=64)
         yes = lambda b: "yes" if b else "**no**"
