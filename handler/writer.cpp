@@ -303,23 +303,25 @@ bool Writer::try_commit(DbSession::Lease& lease, Batch& batch, const std::vector
   // SET: behind PgBouncer in transaction mode the next transaction may run on
   // another server connection. The arrays are text literals quoted by libpq
   // for this connection (PQescapeStringConn).
-  const std::string timeout = std::to_string(settings_.get()->commit_timeout_ms);
-  std::string sql;
-  sql.reserve(256 + body_bytes(batch, idx) * 11 / 10);
-  sql += "SET LOCAL statement_timeout = " + timeout + "; SET LOCAL lock_timeout = " + timeout +
-         "; SELECT ord, id, accepted FROM ipayout.ingest(";
-  const std::pair<ArrayLiteral*, const char*> columns[] = {
-      {&endpoint, "bigint[]"}, {&event, "text[]"},   {&key, "text[]"},       {&body, "text[]"},
-      {&is_json, "boolean[]"}, {&headers, "text[]"}, {&signature, "text[]"}, {&addr, "text[]"}};
-  for (const auto& [literal, type] : columns) {
-    if (literal != &endpoint) sql += ", ";
-    sql += '\'';
-    sql += conn->esc(literal->finish());
-    sql += "'::";
-    sql += type;
-  }
-  sql += ')';
   try {
+    // Built inside the try: esc() throws (an encoding it refuses, a lost
+    // connection) and nothing may escape to the writer's loop.
+    const std::string timeout = std::to_string(settings_.get()->commit_timeout_ms);
+    std::string sql;
+    sql.reserve(256 + body_bytes(batch, idx) * 11 / 10);
+    sql += "SET LOCAL statement_timeout = " + timeout + "; SET LOCAL lock_timeout = " + timeout +
+           "; SELECT ord, id, accepted FROM ipayout.ingest(";
+    const std::pair<ArrayLiteral*, const char*> columns[] = {
+        {&endpoint, "bigint[]"}, {&event, "text[]"},   {&key, "text[]"},       {&body, "text[]"},
+        {&is_json, "boolean[]"}, {&headers, "text[]"}, {&signature, "text[]"}, {&addr, "text[]"}};
+    for (const auto& [literal, type] : columns) {
+      if (literal != &endpoint) sql += ", ";
+      sql += '\'';
+      sql += conn->esc(literal->finish());
+      sql += "'::";
+      sql += type;
+    }
+    sql += ')';
     pqxx::nontransaction tx(*conn, "ingest");
     pqxx::result rows = tx.exec(sql);
     std::vector<bool> seen(idx.size(), false);
