@@ -70,12 +70,6 @@ size_t full_batch(const Settings& s) {
 
 }  // namespace
 
-size_t Writer::body_bytes(const Batch& batch, const std::vector<size_t>& idx) {
-  size_t n = 0;
-  for (size_t i : idx) n += batch[i]->record.body.size() + batch[i]->record.headers_json.size();
-  return n;
-}
-
 const char* describe(StoreFailure f) {
   switch (f) {
     case StoreFailure::kNone:
@@ -307,10 +301,9 @@ bool Writer::try_commit(DbSession::Lease& lease, Batch& batch, const std::vector
     // Built inside the try: esc() throws (an encoding it refuses, a lost
     // connection) and nothing may escape to the writer's loop.
     const std::string timeout = std::to_string(settings_.get()->commit_timeout_ms);
-    std::string sql;
-    sql.reserve(256 + body_bytes(batch, idx) * 11 / 10);
-    sql += "SET LOCAL statement_timeout = " + timeout + "; SET LOCAL lock_timeout = " + timeout +
-           "; SELECT ord, id, accepted FROM ipayout.ingest(";
+    std::string sql = "SET LOCAL statement_timeout = " + timeout +
+                      "; SET LOCAL lock_timeout = " + timeout +
+                      "; SELECT ord, id, accepted FROM ipayout.ingest(";
     const std::pair<ArrayLiteral*, const char*> columns[] = {
         {&endpoint, "bigint[]"}, {&event, "text[]"},   {&key, "text[]"},       {&body, "text[]"},
         {&is_json, "boolean[]"}, {&headers, "text[]"}, {&signature, "text[]"}, {&addr, "text[]"}};

@@ -99,7 +99,6 @@ class Writer {
   bool try_commit(DbSession::Lease& lease, Batch& batch, const std::vector<size_t>& idx,
                   std::vector<StoreResult>& results, CommitFailure& failure);
   static void fail(Batch& batch, StoreOutcome outcome, StoreFailure why);
-  static size_t body_bytes(const Batch& batch, const std::vector<size_t>& idx);
 
   SettingsStore& settings_;
   DbSession& session_;
